@@ -1,0 +1,318 @@
+//! The contract between the engine and every resource kind.
+//!
+//! A resource is a value (its parameters) plus three behaviours: `validate` (pure), `watch`
+//! (long-running, emits an event whenever the resource's state *may* have changed) and
+//! `check_apply` (converge in one call, or say what would change). The engine owns scheduling;
+//! a resource sees the world only through the contexts handed to it here.
+//!
+//! This crate must never know about YAML, etcd, SSH or the engine's internals.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+pub use tokio_util::sync::CancellationToken;
+
+/// `kind[name]`: the identity of a resource within one graph.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
+pub struct ResId {
+    pub kind: String,
+    pub name: String,
+}
+
+impl ResId {
+    pub fn new(kind: impl Into<String>, name: impl Into<String>) -> Self {
+        ResId {
+            kind: kind.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ResId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]", self.kind, self.name)
+    }
+}
+
+/// What a resource *is* on the machine, independent of its name: used for automatic edges
+/// (a file depends on the file resource that manages its parent directory).
+/// `key` is kind-specific and normalised (for files: the absolute path without trailing `/`).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct Uid {
+    pub kind: &'static str,
+    pub key: String,
+}
+
+/// Whether `check_apply` may change the machine.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    /// Only look: report `InSync` or `WouldChange`, never change anything.
+    Check,
+    /// Converge: report `InSync` or `Changed`.
+    Apply,
+}
+
+/// The result of one `check_apply`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    InSync,
+    Changed,
+    WouldChange,
+}
+
+/// Per-resource meta parameters (mgmt's `meta:`). Units follow mgmt: `delay` in milliseconds,
+/// `poll` in seconds, `limit` in events per second (0 = unlimited).
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Meta {
+    /// Number of retries after a failed check_apply; -1 retries forever.
+    pub retry: i64,
+    /// Milliseconds to wait between retries.
+    pub delay: u64,
+    /// Seconds between polls; 0 means "use watch".
+    pub poll: u64,
+    /// Maximum check_apply rate in events per second; 0 means unlimited.
+    pub limit: f64,
+    /// Token bucket size for `limit`.
+    pub burst: u32,
+    /// Never change anything for this resource (like `--noop`, for one vertex).
+    pub noop: bool,
+    /// Add automatic edges (file -> parent directory).
+    pub autoedge: bool,
+    /// Accepted for compatibility with mgmt graphs; grouping is not implemented and has no effect.
+    pub autogroup: bool,
+    /// Named semaphores `name:count`; accepted for compatibility.
+    pub sema: Vec<String>,
+}
+
+impl Default for Meta {
+    fn default() -> Self {
+        Meta {
+            retry: 0,
+            delay: 0,
+            poll: 0,
+            limit: 0.0,
+            burst: 0,
+            noop: false,
+            autoedge: true,
+            autogroup: true,
+            sema: Vec::new(),
+        }
+    }
+}
+
+/// An error from a resource: what went wrong, as text meant for people.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum ResourceError {
+    #[error("invalid parameter `{field}`: {message}")]
+    Invalid { field: String, message: String },
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl ResourceError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ResourceError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+    pub fn failed(message: impl fmt::Display) -> Self {
+        ResourceError::Failed(message.to_string())
+    }
+}
+
+/// Where a watcher reports. Events coalesce: many events before the engine looks are one.
+#[derive(Clone, Debug)]
+pub struct EventSink {
+    tx: mpsc::Sender<()>,
+}
+
+impl EventSink {
+    /// A sink and the receiving end the engine listens on. Capacity 1: coalescing is by design.
+    pub fn channel() -> (EventSink, mpsc::Receiver<()>) {
+        let (tx, rx) = mpsc::channel(1);
+        (EventSink { tx }, rx)
+    }
+
+    /// The state may have changed. Never blocks; a pending event already covers this one.
+    pub fn event(&self) {
+        let _ = self.tx.try_send(());
+    }
+}
+
+/// Handed to `watch`. A watcher must call `running()` once its watch is established (the
+/// engine's first check_apply waits for it, so no change between the first check and the
+/// start of the watch can be missed), then `event()` on every possible change, and return
+/// promptly once `cancel` fires.
+#[derive(Clone, Debug)]
+pub struct WatchCtx {
+    pub events: EventSink,
+    pub cancel: CancellationToken,
+    pub hostname: Arc<str>,
+}
+
+impl WatchCtx {
+    /// The watch is established; this also counts as the first event.
+    pub fn running(&self) {
+        self.events.event();
+    }
+    pub fn event(&self) {
+        self.events.event();
+    }
+}
+
+/// Handed to `check_apply`.
+#[derive(Clone, Debug)]
+pub struct ApplyCtx {
+    /// A `notify` parent changed since the last check_apply: exec reruns, svc reloads.
+    pub refresh: bool,
+    pub hostname: Arc<str>,
+    /// Cancelled when the resource is removed from the graph or the engine stops; a long
+    /// check_apply (an exec) should give up when it fires.
+    pub cancel: CancellationToken,
+}
+
+/// One resource kind's behaviour. Values are immutable once built; any state a kind needs
+/// between calls lives behind its own lock.
+#[async_trait]
+pub trait Resource: Send + Sync + fmt::Debug + 'static {
+    fn kind(&self) -> &'static str;
+    fn name(&self) -> &str;
+    fn meta(&self) -> &Meta;
+
+    fn id(&self) -> ResId {
+        ResId::new(self.kind(), self.name())
+    }
+
+    /// Pure checks of the parameters; no IO.
+    fn validate(&self) -> Result<(), ResourceError>;
+
+    /// The canonical parameters, named as in the YAML graph (without `name` and `meta`).
+    /// Two resources of one kind with equal `name`, `meta` and `params` are the same resource:
+    /// a graph swap leaves such a vertex running untouched. Exports publish this value, and
+    /// `KindInfo::build` must rebuild an equal resource from it.
+    fn params(&self) -> serde_json::Value;
+
+    /// What this resource manages, for automatic edges.
+    fn uids(&self) -> Vec<Uid> {
+        Vec::new()
+    }
+
+    /// What this resource would depend on automatically if some resource in the graph
+    /// manages it (see `uids`).
+    fn auto_edges(&self) -> Vec<Uid> {
+        Vec::new()
+    }
+
+    /// Long-running: report possible changes until `ctx.cancel` fires. The default is a
+    /// resource with nothing to watch: it reports running once and waits.
+    async fn watch(&self, ctx: WatchCtx) -> Result<(), ResourceError> {
+        ctx.running();
+        ctx.cancel.cancelled().await;
+        Ok(())
+    }
+
+    /// Converge in one call (`Mode::Apply`) or report what would change (`Mode::Check`).
+    async fn check_apply(&self, ctx: &ApplyCtx, mode: Mode) -> Result<Outcome, ResourceError>;
+}
+
+/// Structural equality used by graph swaps.
+pub fn same_resource(a: &dyn Resource, b: &dyn Resource) -> bool {
+    a.kind() == b.kind() && a.name() == b.name() && a.meta() == b.meta() && a.params() == b.params()
+}
+
+/// A build failure, pointing at the offending field when there is one.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct BuildError {
+    pub field: Option<String>,
+    pub message: String,
+}
+
+/// How to build one kind from its parameters.
+#[derive(Clone, Copy)]
+pub struct KindInfo {
+    pub kind: &'static str,
+    /// Every parameter name the kind accepts (besides `name` and `meta`).
+    pub fields: &'static [&'static str],
+    /// Build from `params` (a JSON object with fields named as in YAML). Must not do IO.
+    pub build: fn(
+        name: &str,
+        params: serde_json::Value,
+        meta: Meta,
+    ) -> Result<Arc<dyn Resource>, BuildError>,
+}
+
+impl fmt::Debug for KindInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KindInfo")
+            .field("kind", &self.kind)
+            .field("fields", &self.fields)
+            .finish()
+    }
+}
+
+/// All kinds known to this binary, plus kinds recognised as mgmt's but not implemented yet
+/// (so a graph using them gets a clear error naming the kind rather than "unknown kind").
+#[derive(Debug, Default, Clone)]
+pub struct Registry {
+    kinds: BTreeMap<&'static str, KindInfo>,
+    unimplemented: Vec<&'static str>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn register(&mut self, info: KindInfo) {
+        self.kinds.insert(info.kind, info);
+    }
+    pub fn register_unimplemented(&mut self, kind: &'static str) {
+        self.unimplemented.push(kind);
+    }
+    pub fn get(&self, kind: &str) -> Option<&KindInfo> {
+        self.kinds.get(kind)
+    }
+    pub fn is_unimplemented(&self, kind: &str) -> bool {
+        self.unimplemented.iter().any(|k| *k == kind)
+    }
+    pub fn kinds(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.kinds.keys().copied()
+    }
+    pub fn build(
+        &self,
+        kind: &str,
+        name: &str,
+        params: serde_json::Value,
+        meta: Meta,
+    ) -> Result<Arc<dyn Resource>, BuildError> {
+        match self.kinds.get(kind) {
+            Some(info) => (info.build)(name, params, meta),
+            None => Err(BuildError {
+                field: None,
+                message: format!("unknown resource kind `{kind}`"),
+            }),
+        }
+    }
+}
+
+/// A resolved graph: what the engine runs. Vertices are unique by id; edges go parent -> child.
+#[derive(Debug, Clone, Default)]
+pub struct ResGraph {
+    pub vertices: Vec<Arc<dyn Resource>>,
+    pub edges: Vec<Edge>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Edge {
+    pub from: ResId,
+    pub to: ResId,
+    /// A change in `from` refreshes `to`.
+    pub notify: bool,
+}

@@ -1,1 +1,76 @@
-//! engine
+//! The event-driven engine: one worker per vertex, watches that mark vertices dirty,
+//! check_apply in dependency order with notify/refresh, graph swaps that keep equal vertices
+//! running, and convergence tracking.
+//!
+//! It knows nothing of YAML, etcd, SSH, argv or exit codes: it takes a [`resource::ResGraph`]
+//! and reports [`EngineEvent`]s. Every task it spawns is owned by its `TaskTracker` and awaited
+//! by [`Engine::shutdown`]; no lock is held across an `.await`.
+//!
+//! # A vertex's worker
+//!
+//! Each vertex has a worker task and a watch task (owned and awaited by the worker). The watch
+//! runs `Resource::watch`; with `meta.poll > 0` a timer replaces it (an event at once, then one
+//! every `poll` seconds). A failed watch is reported (`WatchFailed`) and restarted after
+//! `meta.delay` ms (1 s when that is 0); the worker keeps running meanwhile. Watch events are
+//! coalesced: they set a flag, they are not queued.
+//!
+//! The worker's status is a handful of flags; the states they encode:
+//!
+//! | state    | meaning                                               | busy | to children |
+//! |----------|-------------------------------------------------------|------|-------------|
+//! | Starting | watch has not called `running()` yet                  | yes  | pending     |
+//! | Clean    | last check_apply succeeded, nothing new since         | no   | clean       |
+//! | Dirty    | needs a check_apply, waiting for parents/delay/tokens | yes  | pending     |
+//! | Blocked  | dirty, but a parent is Failed or Blocked              | no   | blocked     |
+//! | Running  | check_apply in progress                               | yes  | pending     |
+//! | Failed   | check_apply failed and retries are exhausted          | no   | blocked     |
+//!
+//! Transitions:
+//!
+//! - Starting → Dirty: the first event (`WatchCtx::running()` is one). So the first
+//!   check_apply happens only once the watch is established and no change can be missed.
+//! - any → Dirty: a watch event; also resets the failure count ("a new event starts over").
+//!   A parent that returned `Changed` (or `WouldChange` in noop) marks its children Dirty, and
+//!   sets their pending `refresh` when the edge is a notify edge.
+//! - Dirty → Running: when every parent is clean (Failed and Blocked parents make it Blocked
+//!   instead), the retry delay has passed, and the `meta.limit`/`meta.burst` token bucket has a
+//!   token (otherwise the worker sleeps until then). The pending refresh is handed to
+//!   `ApplyCtx::refresh` and cleared.
+//! - Running → Clean on success (or → Dirty again if an event arrived meanwhile). Children
+//!   are marked first, then the vertex turns clean, then all children are poked to
+//!   re-evaluate, so a child can never run between its parent's change and being marked.
+//! - Running → Dirty on failure while `meta.retry` allows (-1: forever), not before
+//!   `meta.delay` ms; → Failed after the last retry (the refresh is kept for the next try).
+//!   Both emit `Failed { attempt, will_retry }`.
+//! - Blocked → Dirty when poked and no parent is Failed/Blocked any more.
+//!
+//! Children are read from the engine's current graph each time, so a swap can rewire a kept
+//! vertex; after a swap every vertex is poked to re-evaluate. Noop (engine-wide or
+//! `meta.noop`) runs check_apply in `Mode::Check`.
+//!
+//! A vertex reports busy to the [`Converger`] in Starting, Dirty and Running; the engine holds
+//! a participant of its own that is busy during a swap (and until the first one).
+//!
+//! # Swap
+//!
+//! [`Engine::swap`] validates the whole graph first (resource `validate`, unique ids, edge
+//! ends exist, automatic edges from `Resource::uids`/`auto_edges` for vertices with
+//! `meta.autoedge`, acyclic). Only then: equal vertices (`resource::same_resource`) are kept
+//! untouched; removed and changed ones are cancelled and awaited; added and changed ones get
+//! new workers. Startup is a swap from the empty graph.
+//!
+//! # Shutdown order
+//!
+//! `shutdown` waits for a swap in progress, cancels the root token (every worker, watch and
+//! running check_apply sees it; futures that ignore it are dropped), then awaits every task.
+
+mod converger;
+mod engine;
+mod event;
+mod validate;
+mod worker;
+
+pub use converger::{ConvergedState, Converger, ConvergerHandle};
+pub use engine::{Engine, EngineConfig, SwapReport};
+pub use event::EngineEvent;
+pub use validate::EngineError;

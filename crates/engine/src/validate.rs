@@ -1,0 +1,97 @@
+//! Turns a `ResGraph` into a checked plan (dependency DAG with automatic edges, notify edges,
+//! vertices by id) or says precisely what is wrong with it.
+//!
+//! Pure: no IO, no async, and it never touches the running engine, so a rejected graph cannot
+//! have changed anything.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use graph::{Cycle, Dag};
+use resource::{ResGraph, ResId, Resource, ResourceError, Uid};
+
+/// Why a graph was rejected.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EngineError {
+    #[error("resource {id} is defined more than once")]
+    Duplicate { id: ResId },
+    #[error("edge {from} -> {to} names {missing}, which is not in the graph")]
+    UnknownVertex {
+        from: ResId,
+        to: ResId,
+        missing: ResId,
+    },
+    #[error("invalid resource {id}: {source}")]
+    Invalid {
+        id: ResId,
+        #[source]
+        source: ResourceError,
+    },
+    #[error("the graph has a {0}")]
+    Cycle(Cycle<ResId>),
+    #[error("the engine is shut down")]
+    Shutdown,
+}
+
+/// A graph that passed every check.
+pub(crate) struct Plan {
+    pub dag: Dag<ResId>,
+    pub notify: BTreeSet<(ResId, ResId)>,
+    pub vertices: BTreeMap<ResId, Arc<dyn Resource>>,
+}
+
+pub(crate) fn plan(g: ResGraph) -> Result<Plan, EngineError> {
+    let mut dag = Dag::new();
+    let mut vertices = BTreeMap::new();
+    for r in g.vertices {
+        let id = r.id();
+        r.validate().map_err(|source| EngineError::Invalid {
+            id: id.clone(),
+            source,
+        })?;
+        if vertices.insert(id.clone(), r).is_some() {
+            return Err(EngineError::Duplicate { id });
+        }
+        dag.add_vertex(id);
+    }
+
+    let mut notify = BTreeSet::new();
+    for e in g.edges {
+        dag.add_edge(&e.from, &e.to)
+            .map_err(|m| EngineError::UnknownVertex {
+                from: e.from.clone(),
+                to: e.to.clone(),
+                missing: m.vertex,
+            })?;
+        if e.notify {
+            notify.insert((e.from, e.to));
+        }
+    }
+
+    // Automatic edges: whoever manages a uid a vertex asks for becomes its parent.
+    let mut providers: BTreeMap<Uid, Vec<&ResId>> = BTreeMap::new();
+    for (id, r) in &vertices {
+        for uid in r.uids() {
+            providers.entry(uid).or_default().push(id);
+        }
+    }
+    for (id, r) in &vertices {
+        if !r.meta().autoedge {
+            continue;
+        }
+        for want in r.auto_edges() {
+            for &parent in providers.get(&want).into_iter().flatten() {
+                if parent != id {
+                    dag.add_edge(parent, id).expect("both ends are vertices");
+                }
+            }
+        }
+    }
+
+    dag.topo_order().map_err(EngineError::Cycle)?;
+    Ok(Plan {
+        dag,
+        notify,
+        vertices,
+    })
+}

@@ -1,0 +1,828 @@
+//! Walks the loaded YAML document and turns it into a `GraphSpec`, collecting a diagnostic for
+//! every problem instead of stopping at the first.
+//!
+//! Never does IO. Resources are built through the registry's pure `build` functions.
+
+use std::collections::BTreeMap;
+
+use resource::{BuildError, KindInfo, Meta, Registry, ResId};
+use serde_json::{Map, Value};
+
+use crate::diag::{Diagnostic, Diagnostics, help_for};
+use crate::yaml::{self, Node, Pos, Scalar};
+use crate::{CollectSpec, EdgeSpec, GraphSpec, ResourceSpec, Span};
+
+const TOP_KEYS: &[&str] = &[
+    "graph",
+    "comment",
+    "remote",
+    "remotes",
+    "resources",
+    "edges",
+    "collect",
+];
+const EDGE_KEYS: &[&str] = &["name", "from", "to", "notify"];
+const VERTEX_KEYS: &[&str] = &["kind", "name"];
+const COLLECT_KEYS: &[&str] = &["kind", "pattern"];
+const META_KEYS: &[&str] = &[
+    "retry",
+    "delay",
+    "poll",
+    "limit",
+    "burst",
+    "noop",
+    "autoedge",
+    "autogroup",
+    "sema",
+];
+
+impl From<Pos> for Span {
+    fn from(p: Pos) -> Span {
+        Span {
+            line: p.line,
+            col: p.col,
+        }
+    }
+}
+
+/// A resource name seen in the file, whether or not it built: edges to a resource that failed
+/// to build must not add a second, misleading "no such resource" error.
+struct Declared {
+    exported: bool,
+    pos: Pos,
+}
+
+struct Cx<'a> {
+    file: &'a str,
+    lines: Vec<&'a str>,
+    registry: &'a Registry,
+    diags: Vec<Diagnostic>,
+    declared: BTreeMap<ResId, Declared>,
+}
+
+pub(crate) fn parse(file: &str, text: &str, registry: &Registry) -> Result<GraphSpec, Diagnostics> {
+    let mut cx = Cx {
+        file,
+        lines: text.lines().collect(),
+        registry,
+        diags: Vec::new(),
+        declared: BTreeMap::new(),
+    };
+    let spec = cx.document(text);
+    match spec {
+        Some(spec) if cx.diags.is_empty() => Ok(spec),
+        _ => {
+            cx.diags.sort_by_key(|d| (d.line, d.col));
+            Err(Diagnostics(cx.diags))
+        }
+    }
+}
+
+/// The top-level keys, each kept until the whole mapping has been read.
+#[derive(Default)]
+struct Top<'n> {
+    graph: Option<(&'n Node, &'n Node)>,
+    comment: Option<&'n Node>,
+    remote: Option<&'n Node>,
+    remotes: Option<&'n Node>,
+    resources: Option<&'n Node>,
+    edges: Option<&'n Node>,
+    collect: Option<&'n Node>,
+}
+
+impl Cx<'_> {
+    fn error(&mut self, mut pos: Pos, message: impl Into<String>, help: Option<String>) {
+        // The parser reports an unexpected end of input on the line after the last one; point
+        // at the end of the last line instead, where the missing text belongs.
+        if pos.line > self.lines.len()
+            && let Some(last) = self.lines.last()
+        {
+            pos = Pos {
+                line: self.lines.len(),
+                col: last.chars().count() + 1,
+                width: 1,
+            };
+        }
+        self.diags.push(Diagnostic {
+            file: self.file.to_string(),
+            line: pos.line,
+            col: pos.col,
+            message: message.into(),
+            help,
+            source_line: self
+                .lines
+                .get(pos.line - 1)
+                .copied()
+                .unwrap_or("")
+                .to_string(),
+            width: pos.width,
+        });
+    }
+
+    /// A mapping key as text, or an error at it.
+    fn key(&mut self, k: &Node) -> Option<String> {
+        match yaml::text(k) {
+            Ok(Some(s)) => Some(s),
+            Ok(None) => {
+                self.error(Pos::of(k), "empty mapping key", None);
+                None
+            }
+            Err(e) => {
+                self.error(Pos::of(k), format!("invalid mapping key: {e}"), None);
+                None
+            }
+        }
+    }
+
+    /// An optional string value (null = unset).
+    fn string(&mut self, what: &str, v: &Node) -> Option<String> {
+        match yaml::text(v) {
+            Ok(s) => s,
+            Err(e) => {
+                self.error(Pos::of(v), format!("invalid `{what}`: {e}"), None);
+                None
+            }
+        }
+    }
+
+    /// The items of a list value; null is an empty list.
+    fn list<'n>(&mut self, what: &str, v: &'n Node) -> &'n [Node] {
+        if yaml::is_null(v) {
+            return &[];
+        }
+        match yaml::sequence(v) {
+            Some(items) => items,
+            None => {
+                self.error(
+                    Pos::of(v),
+                    format!("`{what}` must be a list, found {}", yaml::describe(v)),
+                    None,
+                );
+                &[]
+            }
+        }
+    }
+
+    fn document(&mut self, text: &str) -> Option<GraphSpec> {
+        let docs = match yaml::load(text) {
+            Ok(docs) => docs,
+            Err(e) => {
+                self.error(e.pos, format!("invalid YAML: {}", e.message), None);
+                return None;
+            }
+        };
+        // A file of comments only loads as an empty document: treat it as an empty file.
+        let docs: Vec<&Node> = docs
+            .iter()
+            .filter(|d| !matches!(d.data, saphyr::YamlDataOwned::BadValue))
+            .collect();
+        if let Some(extra) = docs.get(1) {
+            self.error(
+                Pos::of(extra),
+                format!(
+                    "a graph file holds one YAML document, this one has {}",
+                    docs.len()
+                ),
+                Some("split the documents into separate graph files".to_string()),
+            );
+        }
+        let missing_graph = Some("start the file with `graph: NAME`".to_string());
+        let Some(root) = docs.first().copied() else {
+            self.error(
+                Pos::start(),
+                "missing `graph`: the file is empty",
+                missing_graph,
+            );
+            return None;
+        };
+        let Some(entries) = yaml::mapping(root) else {
+            self.error(
+                Pos::of(root),
+                format!(
+                    "expected a mapping at the top level, found {}",
+                    yaml::describe(root)
+                ),
+                missing_graph,
+            );
+            return None;
+        };
+
+        let mut top = Top::default();
+        for (k, v) in entries {
+            let Some(key) = self.key(k) else { continue };
+            match key.as_str() {
+                "graph" => top.graph = Some((k, v)),
+                "comment" => top.comment = Some(v),
+                "remote" => top.remote = Some(v),
+                "remotes" => top.remotes = Some(v),
+                "resources" => top.resources = Some(v),
+                "edges" => top.edges = Some(v),
+                "collect" => top.collect = Some(v),
+                other => self.error(
+                    Pos::of(k),
+                    format!("unknown top-level key `{other}`"),
+                    Some(help_for(other, "top-level keys", TOP_KEYS)),
+                ),
+            }
+        }
+
+        let graph = match top.graph {
+            None => {
+                self.error(
+                    Pos::of(root),
+                    "missing `graph`",
+                    Some("add `graph: NAME` at the top level".to_string()),
+                );
+                String::new()
+            }
+            Some((k, v)) => match self.string("graph", v) {
+                Some(name) if !name.is_empty() => name,
+                _ => {
+                    let at = if yaml::is_null(v) {
+                        Pos::of(k)
+                    } else {
+                        Pos::of(v)
+                    };
+                    self.error(
+                        at,
+                        "`graph` must not be empty",
+                        Some("name the graph: `graph: mygraph`".to_string()),
+                    );
+                    String::new()
+                }
+            },
+        };
+        let comment = top.comment.and_then(|v| self.string("comment", v));
+        let remote = top
+            .remote
+            .and_then(|v| self.string("remote", v))
+            .filter(|r| !r.is_empty());
+        let mut remotes = Vec::new();
+        for item in top
+            .remotes
+            .map(|v| self.list("remotes", v))
+            .unwrap_or_default()
+        {
+            match self.string("remotes", item) {
+                Some(r) if !r.is_empty() => remotes.push(r),
+                _ => self.error(
+                    Pos::of(item),
+                    "a `remotes` entry must name a graph file",
+                    None,
+                ),
+            }
+        }
+        let resources = top.resources.map(|v| self.resources(v)).unwrap_or_default();
+        let edges = top.edges.map(|v| self.edges(v)).unwrap_or_default();
+        self.cycles(&edges);
+        let collect = top.collect.map(|v| self.collect(v)).unwrap_or_default();
+        Some(GraphSpec {
+            graph,
+            comment,
+            remote,
+            remotes,
+            resources,
+            edges,
+            collect,
+        })
+    }
+
+    fn resources(&mut self, v: &Node) -> Vec<ResourceSpec> {
+        let mut out = Vec::new();
+        if yaml::is_null(v) {
+            return out;
+        }
+        let Some(entries) = yaml::mapping(v) else {
+            self.error(
+                Pos::of(v),
+                format!(
+                    "`resources` must map each kind to a list of resources, found {}",
+                    yaml::describe(v)
+                ),
+                None,
+            );
+            return out;
+        };
+        for (k, list) in entries {
+            let Some(kind) = self.key(k) else { continue };
+            let info = self.kind_info(&kind, Pos::of(k));
+            for item in self.list(&kind, list) {
+                if let Some(spec) = self.resource(&kind, info, item) {
+                    out.push(spec);
+                }
+            }
+        }
+        out
+    }
+
+    /// The kind's builder; unknown and not-yet-implemented kinds are reported at `pos`.
+    fn kind_info(&mut self, kind: &str, pos: Pos) -> Option<KindInfo> {
+        if let Some(info) = self.registry.get(kind) {
+            return Some(*info);
+        }
+        let kinds: Vec<&str> = self.registry.kinds().collect();
+        if self.registry.is_unimplemented(kind) {
+            let list: Vec<String> = kinds.iter().map(|k| format!("`{k}`")).collect();
+            self.error(
+                pos,
+                format!("resource kind `{kind}` is not implemented yet"),
+                Some(format!("implemented kinds: {}", list.join(", "))),
+            );
+        } else {
+            self.error(
+                pos,
+                format!("unknown resource kind `{kind}`"),
+                Some(help_for(kind, "kinds", &kinds)),
+            );
+        }
+        None
+    }
+
+    fn resource(
+        &mut self,
+        kind: &str,
+        info: Option<KindInfo>,
+        item: &Node,
+    ) -> Option<ResourceSpec> {
+        let Some(entries) = yaml::mapping(item) else {
+            self.error(
+                Pos::of(item),
+                format!(
+                    "expected a `{kind}` resource (a mapping with `name`), found {}",
+                    yaml::describe(item)
+                ),
+                None,
+            );
+            return None;
+        };
+        let mut name_node = None;
+        let mut meta_node = None;
+        let mut fields: Vec<(String, &Node, &Node)> = Vec::new();
+        for (k, v) in entries {
+            let Some(key) = self.key(k) else { continue };
+            match key.as_str() {
+                "name" => name_node = Some(v),
+                "meta" => meta_node = Some(v),
+                _ => fields.push((key, k, v)),
+            }
+        }
+        let Some(nv) = name_node else {
+            self.error(
+                Pos::of(item),
+                format!("`{kind}` resource has no `name`"),
+                None,
+            );
+            return None;
+        };
+        let raw = self.string("name", nv).unwrap_or_default();
+        let (exported, name) = match raw.strip_prefix("@@") {
+            Some(rest) => (true, rest.to_string()),
+            None => (false, raw),
+        };
+        let name_pos = Pos::of(nv);
+        if name.is_empty() {
+            self.error(name_pos, "resource name must not be empty", None);
+            return None;
+        }
+        let id = ResId::new(kind, &name);
+        if let Some(first) = self.declared.get(&id) {
+            let line = first.pos.line;
+            self.error(
+                name_pos,
+                format!("duplicate resource `{id}`"),
+                Some(format!("`{id}` is first defined on line {line}")),
+            );
+            return None;
+        }
+        self.declared.insert(
+            id.clone(),
+            Declared {
+                exported,
+                pos: name_pos,
+            },
+        );
+        let info = info?;
+
+        let meta = self.meta(meta_node);
+        let mut ok = meta.is_some();
+        let mut params = Map::new();
+        let mut values: BTreeMap<&str, &Node> = BTreeMap::new();
+        for (key, k, v) in &fields {
+            if !info.fields.contains(&key.as_str()) {
+                let mut valid: Vec<&str> = info.fields.to_vec();
+                valid.extend(["name", "meta"]);
+                self.error(
+                    Pos::of(k),
+                    format!("unknown field `{key}` for resource kind `{kind}`"),
+                    Some(help_for(key, "fields", &valid)),
+                );
+                ok = false;
+                continue;
+            }
+            // mgmt's graphs write an empty value to mean "unset": leave the field out.
+            if yaml::is_null(v) {
+                continue;
+            }
+            match yaml::to_json(v) {
+                Ok(j) => {
+                    params.insert(key.clone(), j);
+                    values.insert(key, v);
+                }
+                Err((pos, msg)) => {
+                    self.error(
+                        pos,
+                        format!("invalid value for `{key}` of `{id}`: {msg}"),
+                        None,
+                    );
+                    ok = false;
+                }
+            }
+        }
+        if !ok {
+            return None;
+        }
+        let meta = meta.unwrap_or_default();
+        let mut first_errors: BTreeMap<String, BuildError> = BTreeMap::new();
+        loop {
+            let err = match (info.build)(&name, Value::Object(params.clone()), meta.clone()) {
+                Ok(resource) => {
+                    return Some(ResourceSpec {
+                        resource,
+                        exported,
+                        span: name_pos.into(),
+                    });
+                }
+                Err(e) => e,
+            };
+            // The failing top-level field (`fields.x` or `sema[0]` belong to `fields`, `sema`).
+            let field = err
+                .field
+                .as_deref()
+                .map(|f| f.split(['.', '[']).next().unwrap_or(f).to_string());
+            let node = field.as_deref().and_then(|f| values.get(f).copied());
+            if let (Some(f), Some(v)) = (&field, node)
+                && !first_errors.contains_key(f)
+                && let Some(text) = yaml::plain_text_of_non_string(v)
+            {
+                // mgmt read `content: 42` or `cmd: true` into string fields as their text:
+                // try the text before reporting the typed value as wrong.
+                first_errors.insert(f.clone(), err);
+                params.insert(f.clone(), Value::String(text));
+                continue;
+            }
+            let err = field
+                .as_ref()
+                .and_then(|f| first_errors.remove(f))
+                .unwrap_or(err);
+            // Builders name the field in their message; the position says where it is.
+            let at = node.map(Pos::of).unwrap_or(name_pos);
+            self.error(at, format!("invalid `{id}`: {}", err.message), None);
+            return None;
+        }
+    }
+
+    /// `meta:`: each field checked on its own so errors point at the field.
+    fn meta(&mut self, node: Option<&Node>) -> Option<Meta> {
+        let Some(node) = node.filter(|n| !yaml::is_null(n)) else {
+            return Some(Meta::default());
+        };
+        let Some(entries) = yaml::mapping(node) else {
+            self.error(
+                Pos::of(node),
+                format!("`meta` must be a mapping, found {}", yaml::describe(node)),
+                None,
+            );
+            return None;
+        };
+        let mut ok = true;
+        let mut obj = Map::new();
+        for (k, v) in entries {
+            let Some(key) = self.key(k) else {
+                ok = false;
+                continue;
+            };
+            if !META_KEYS.contains(&key.as_str()) {
+                self.error(
+                    Pos::of(k),
+                    format!("unknown meta field `{key}`"),
+                    Some(help_for(&key, "meta fields", META_KEYS)),
+                );
+                ok = false;
+                continue;
+            }
+            if yaml::is_null(v) {
+                continue;
+            }
+            let json = match yaml::scalar(v) {
+                // mgmt's default limit is `.inf`, "no limit", which `Meta` spells 0.
+                Ok(Some(Scalar::Float(f))) if key == "limit" && f == f64::INFINITY => {
+                    Value::from(0.0)
+                }
+                _ => match yaml::to_json(v) {
+                    Ok(j) => j,
+                    Err((pos, msg)) => {
+                        self.error(pos, format!("invalid value for `meta.{key}`: {msg}"), None);
+                        ok = false;
+                        continue;
+                    }
+                },
+            };
+            let mut one = Map::new();
+            one.insert(key.clone(), json.clone());
+            if let Err(e) = serde_json::from_value::<Meta>(Value::Object(one)) {
+                self.error(
+                    Pos::of(v),
+                    format!("invalid value for `meta.{key}`: {e}"),
+                    None,
+                );
+                ok = false;
+                continue;
+            }
+            obj.insert(key, json);
+        }
+        if !ok {
+            return None;
+        }
+        match serde_json::from_value::<Meta>(Value::Object(obj)) {
+            Ok(meta) => Some(meta),
+            Err(e) => {
+                self.error(Pos::of(node), format!("invalid `meta`: {e}"), None);
+                None
+            }
+        }
+    }
+
+    fn edges(&mut self, v: &Node) -> Vec<EdgeSpec> {
+        let mut out = Vec::new();
+        for item in self.list("edges", v) {
+            if let Some(edge) = self.edge(item) {
+                out.push(edge);
+            }
+        }
+        out
+    }
+
+    fn edge(&mut self, item: &Node) -> Option<EdgeSpec> {
+        let Some(entries) = yaml::mapping(item) else {
+            self.error(
+                Pos::of(item),
+                format!(
+                    "expected an edge (a mapping with `from` and `to`), found {}",
+                    yaml::describe(item)
+                ),
+                None,
+            );
+            return None;
+        };
+        let mut name = String::new();
+        let (mut from, mut to) = (None, None);
+        let (mut from_seen, mut to_seen) = (false, false);
+        let mut notify = false;
+        let mut ok = true;
+        for (k, v) in entries {
+            let Some(key) = self.key(k) else {
+                ok = false;
+                continue;
+            };
+            match key.as_str() {
+                "name" => name = self.string("name", v).unwrap_or_default(),
+                "from" => {
+                    from_seen = true;
+                    from = self.vertex("from", v);
+                }
+                "to" => {
+                    to_seen = true;
+                    to = self.vertex("to", v);
+                }
+                "notify" => match yaml::scalar(v) {
+                    Ok(Some(Scalar::Bool(b))) => notify = b,
+                    Ok(Some(Scalar::Null)) => {}
+                    _ => {
+                        let help = Some("write `notify: true` or `notify: false`".to_string());
+                        self.error(
+                            Pos::of(v),
+                            format!(
+                                "`notify` must be true or false, found {}",
+                                yaml::describe(v)
+                            ),
+                            help,
+                        );
+                        ok = false;
+                    }
+                },
+                other => {
+                    self.error(
+                        Pos::of(k),
+                        format!("unknown edge field `{other}`"),
+                        Some(help_for(other, "edge fields", EDGE_KEYS)),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        let label = if name.is_empty() {
+            "edge".to_string()
+        } else {
+            format!("edge `{name}`")
+        };
+        for (seen, end) in [(from_seen, "from"), (to_seen, "to")] {
+            if !seen {
+                self.error(
+                    Pos::of(item),
+                    format!("{label} has no `{end}`"),
+                    Some(format!("write `{end}: {{kind: KIND, name: NAME}}`")),
+                );
+                ok = false;
+            }
+        }
+        let from = from.and_then(|(id, pos)| self.endpoint(&label, id, pos));
+        let to = to.and_then(|(id, pos)| self.endpoint(&label, id, pos));
+        match (from, to) {
+            (Some(from), Some(to)) if ok => Some(EdgeSpec {
+                name,
+                from,
+                to,
+                notify,
+                span: Pos::of(item).into(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// `from:` / `to:` written as `{kind: K, name: N}`. Kinds are matched case-insensitively,
+    /// as mgmt did. The position returned is that of the name, for later errors.
+    fn vertex(&mut self, end: &str, v: &Node) -> Option<(ResId, Pos)> {
+        let Some(entries) = yaml::mapping(v) else {
+            self.error(
+                Pos::of(v),
+                format!(
+                    "`{end}` must be a mapping with `kind` and `name`, found {}",
+                    yaml::describe(v)
+                ),
+                Some(format!("write `{end}: {{kind: KIND, name: NAME}}`")),
+            );
+            return None;
+        };
+        let (mut kind, mut name) = (None, None);
+        let mut ok = true;
+        for (k, val) in entries {
+            let Some(key) = self.key(k) else {
+                ok = false;
+                continue;
+            };
+            match key.as_str() {
+                "kind" => kind = self.string("kind", val).map(|s| s.to_lowercase()),
+                "name" => name = self.string("name", val).map(|s| (s, Pos::of(val))),
+                other => {
+                    self.error(
+                        Pos::of(k),
+                        format!("unknown field `{other}` in `{end}`"),
+                        Some(help_for(other, "fields", VERTEX_KEYS)),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        match (
+            kind.filter(|k| !k.is_empty()),
+            name.filter(|(n, _)| !n.is_empty()),
+        ) {
+            (Some(kind), Some((name, pos))) if ok => Some((ResId::new(kind, name), pos)),
+            (Some(_), Some(_)) => None,
+            (kind, _) => {
+                let missing = if kind.is_none() { "kind" } else { "name" };
+                self.error(
+                    Pos::of(v),
+                    format!("`{end}` has no `{missing}`"),
+                    Some(format!("write `{end}: {{kind: KIND, name: NAME}}`")),
+                );
+                None
+            }
+        }
+    }
+
+    /// Checks that an edge endpoint is a local resource of this graph.
+    fn endpoint(&mut self, label: &str, id: ResId, pos: Pos) -> Option<ResId> {
+        let exported_help = || {
+            Some("exported (`@@`) resources are applied by the hosts that collect them, not in this graph".to_string())
+        };
+        let plain = ResId::new(&id.kind, id.name.strip_prefix("@@").unwrap_or(&id.name));
+        match self.declared.get(&plain) {
+            Some(d) if d.exported => {
+                self.error(
+                    pos,
+                    format!("{label}: exported resource `{plain}` cannot be an edge endpoint"),
+                    exported_help(),
+                );
+                None
+            }
+            Some(_) if plain == id => Some(id),
+            _ => {
+                let local: Vec<String> = self
+                    .declared
+                    .iter()
+                    .filter(|(_, d)| !d.exported)
+                    .map(|(id, _)| id.to_string())
+                    .collect();
+                let wanted = id.to_string();
+                let help = crate::diag::suggest(&wanted, local.iter().map(String::as_str))
+                    .map(|s| format!("did you mean `{s}`?"));
+                self.error(
+                    pos,
+                    format!("{label}: no resource `{wanted}` in this graph"),
+                    help,
+                );
+                None
+            }
+        }
+    }
+
+    /// Reports the first cycle among the edges, naming its vertices in order, at the edge that
+    /// leaves the cycle's first vertex.
+    fn cycles(&mut self, edges: &[EdgeSpec]) {
+        let mut dag = graph::Dag::new();
+        for e in edges {
+            dag.add_vertex(e.from.clone());
+            dag.add_vertex(e.to.clone());
+            if dag.add_edge(&e.from, &e.to).is_err() {
+                return; // unreachable: both vertices were just added
+            }
+        }
+        let Err(cycle) = dag.topo_order() else { return };
+        let first = &cycle.vertices[0];
+        let second = &cycle.vertices[1 % cycle.vertices.len()];
+        let at = edges
+            .iter()
+            .find(|e| &e.from == first && &e.to == second)
+            .map(|e| Pos {
+                line: e.span.line,
+                col: e.span.col,
+                width: 1,
+            })
+            .unwrap_or_else(Pos::start);
+        self.error(
+            at,
+            format!("the edges form a {cycle}"),
+            Some("a graph must be acyclic: remove or reverse one of these edges".to_string()),
+        );
+    }
+
+    fn collect(&mut self, v: &Node) -> Vec<CollectSpec> {
+        let mut out = Vec::new();
+        for item in self.list("collect", v) {
+            let Some(entries) = yaml::mapping(item) else {
+                self.error(
+                    Pos::of(item),
+                    format!(
+                        "expected a collect rule (a mapping with `kind` and `pattern`), found {}",
+                        yaml::describe(item)
+                    ),
+                    None,
+                );
+                continue;
+            };
+            let (mut kind, mut pattern) = (None, None);
+            let mut ok = true;
+            for (k, val) in entries {
+                let Some(key) = self.key(k) else {
+                    ok = false;
+                    continue;
+                };
+                match key.as_str() {
+                    "kind" => {
+                        kind = self
+                            .string("kind", val)
+                            .map(|s| s.to_lowercase())
+                            .filter(|s| !s.is_empty());
+                        if let Some(kd) = &kind
+                            && self.kind_info(kd, Pos::of(val)).is_none()
+                        {
+                            ok = false;
+                        }
+                    }
+                    "pattern" => pattern = Some(self.string("pattern", val).unwrap_or_default()),
+                    other => {
+                        self.error(
+                            Pos::of(k),
+                            format!("unknown collect field `{other}`"),
+                            Some(help_for(other, "collect fields", COLLECT_KEYS)),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+            let help = Some("write `- kind: file` and `pattern: /tmp/`".to_string());
+            match (kind, pattern) {
+                (Some(kind), Some(pattern)) if ok => out.push(CollectSpec {
+                    kind,
+                    pattern,
+                    span: Pos::of(item).into(),
+                }),
+                (None, _) => self.error(Pos::of(item), "collect rule has no `kind`", help),
+                (_, None) => self.error(Pos::of(item), "collect rule has no `pattern`", help),
+                _ => {}
+            }
+        }
+        out
+    }
+}

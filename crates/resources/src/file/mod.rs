@@ -1,0 +1,325 @@
+//! `file`: a file or directory with its content, mode and ownership (mgmt's file resource).
+//!
+//! This module holds the parameters (parsing, canonical form, identity); `ops` converges the
+//! filesystem and `watch` reports changes. Parameters follow mgmt 0.0.x: `path` defaults to the
+//! name, a trailing `/` makes a directory (its `content`, if any, is ignored), `dirname` +
+//! `basename` are an alternative spelling of `path`, `""` means unset.
+//! Building must never touch the filesystem.
+
+mod ops;
+mod watch;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use resource::{
+    ApplyCtx, BuildError, KindInfo, Meta, Mode, Outcome, Resource, ResourceError, Uid, WatchCtx,
+};
+use serde_json::{Map, Value};
+
+use crate::params::{Params, bad, invalid_to_build, put_opt};
+
+pub const FIELDS: &[&str] = &[
+    "path", "dirname", "basename", "content", "source", "state", "mode", "owner", "group",
+    "recurse", "force",
+];
+
+pub const KIND: KindInfo = KindInfo {
+    kind: "file",
+    fields: FIELDS,
+    build,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Exists,
+    Absent,
+}
+
+/// The parameters, canonical.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileSpec {
+    /// Absolute and normalised, without a trailing `/` (except the root itself).
+    pub path: PathBuf,
+    /// The path was written with a trailing `/`.
+    pub is_dir: bool,
+    /// `None` leaves an existing file's content alone; `Some("")` empties it.
+    pub content: Option<String>,
+    /// A local file (or, for a directory with `recurse`, a tree) to copy.
+    pub source: Option<PathBuf>,
+    pub state: State,
+    /// Permission bits (at most 0o7777).
+    pub mode: Option<u32>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub recurse: bool,
+    pub force: bool,
+}
+
+impl FileSpec {
+    fn from_params(name: &str, params: Value) -> Result<Self, BuildError> {
+        let mut p = Params::new("file", params, FIELDS)?;
+        let path = p.string("path")?;
+        let dirname = p.string("dirname")?;
+        let basename = p.string("basename")?;
+        let (field, joined) = join_path(name, path, dirname, basename)?;
+        let (path, is_dir) = normalise(&joined).map_err(|m| bad(field, m))?;
+        let source = match p.string("source")? {
+            None => None,
+            Some(source) => Some(normalise(&source).map_err(|m| bad("source", m))?.0),
+        };
+        let state = match p.string("state")?.as_deref() {
+            None | Some("exists") => State::Exists,
+            Some("absent") => State::Absent,
+            Some(other) => {
+                return Err(bad(
+                    "state",
+                    format!("unknown state `{other}` (exists or absent)"),
+                ));
+            }
+        };
+        // `content: ""` is content (an empty file), unlike every other field's "".
+        let content = match p.take("content") {
+            None => None,
+            Some(Value::String(s)) => Some(s),
+            Some(_) => return Err(bad("content", "expected a string")),
+        };
+        let spec = FileSpec {
+            path,
+            is_dir,
+            content,
+            source,
+            state,
+            mode: parse_mode(p.take("mode"))?,
+            owner: p.ident("owner")?,
+            group: p.ident("group")?,
+            recurse: p.boolean("recurse")?,
+            force: p.boolean("force")?,
+        };
+        spec.validate().map_err(invalid_to_build)?;
+        Ok(spec)
+    }
+
+    fn validate(&self) -> Result<(), ResourceError> {
+        if self.content.is_some() && self.source.is_some() {
+            return Err(ResourceError::invalid(
+                "source",
+                "`content` and `source` cannot both be set",
+            ));
+        }
+        if self.state == State::Absent {
+            if self.content.is_some() || self.source.is_some() {
+                return Err(ResourceError::invalid(
+                    "state",
+                    "an absent file cannot have `content` or `source`",
+                ));
+            }
+            if self.path == Path::new("/") {
+                return Err(ResourceError::invalid("path", "refusing to remove `/`"));
+            }
+        }
+        if let Some(mode) = self.mode
+            && mode > 0o7777
+        {
+            return Err(ResourceError::invalid(
+                "mode",
+                format!("{mode:o} is not a valid mode"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The path as written canonically: with a trailing `/` for a directory.
+    pub fn display_path(&self) -> String {
+        let path = self.path.to_string_lossy();
+        if self.is_dir && path != "/" {
+            format!("{path}/")
+        } else {
+            path.into_owned()
+        }
+    }
+
+    fn to_params(&self) -> Value {
+        let mut map = Map::new();
+        map.insert("path".into(), self.display_path().into());
+        put_opt(&mut map, "content", &self.content);
+        put_opt(
+            &mut map,
+            "source",
+            &self
+                .source
+                .as_ref()
+                .map(|s| s.to_string_lossy().into_owned()),
+        );
+        let state = match self.state {
+            State::Exists => "exists",
+            State::Absent => "absent",
+        };
+        map.insert("state".into(), state.into());
+        put_opt(&mut map, "mode", &self.mode.map(|m| format!("{m:04o}")));
+        put_opt(&mut map, "owner", &self.owner);
+        put_opt(&mut map, "group", &self.group);
+        map.insert("recurse".into(), self.recurse.into());
+        map.insert("force".into(), self.force.into());
+        Value::Object(map)
+    }
+}
+
+/// mgmt's path rules: `path` (default: the name), optionally overridden piecewise by `dirname`
+/// (must end in `/`) and `basename` (must not contain `/` except a trailing one).
+/// Returns the field to blame for a bad result and the joined path.
+fn join_path(
+    name: &str,
+    path: Option<String>,
+    dirname: Option<String>,
+    basename: Option<String>,
+) -> Result<(&'static str, String), BuildError> {
+    let (field, base) = match path {
+        Some(path) => ("path", path),
+        None => ("path", name.to_string()),
+    };
+    if let Some(d) = &dirname
+        && !d.ends_with('/')
+    {
+        return Err(bad("dirname", format!("`{d}` must end with `/`")));
+    }
+    if let Some(b) = &basename
+        && (b.starts_with('/') || b.trim_end_matches('/').contains('/'))
+    {
+        return Err(bad(
+            "basename",
+            format!("`{b}` must be a single path component"),
+        ));
+    }
+    // Split `base` into its directory (with trailing /) and last component (keeping a trailing /).
+    let trimmed = base.trim_end_matches('/');
+    let cut = trimmed.rfind('/').map_or(0, |i| i + 1);
+    let (base_dir, base_name) = (&base[..cut], &base[cut..]);
+    Ok(match (dirname, basename) {
+        (None, None) => (field, base),
+        (Some(d), None) => ("dirname", format!("{d}{base_name}")),
+        (None, Some(b)) => ("basename", format!("{base_dir}{b}")),
+        (Some(d), Some(b)) => ("dirname", format!("{d}{b}")),
+    })
+}
+
+/// Absolute, lexically normalised path and whether it was written as a directory.
+fn normalise(raw: &str) -> Result<(PathBuf, bool), String> {
+    if !raw.starts_with('/') {
+        return Err(format!("`{raw}` is not an absolute path"));
+    }
+    if raw.contains('\0') {
+        return Err("a path cannot contain a NUL byte".to_string());
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in raw.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    let is_dir = raw.ends_with('/') || raw.ends_with("/.") || raw.ends_with("/..");
+    Ok((PathBuf::from(format!("/{}", parts.join("/"))), is_dir))
+}
+
+/// `"0644"`, `"644"` and the integer `644` all mean rw-r--r--: digits are octal, as in mgmt.
+fn parse_mode(raw: Option<Value>) -> Result<Option<u32>, BuildError> {
+    let text = match raw {
+        None => return Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => return Ok(None),
+        Some(Value::String(s)) => s.trim().to_string(),
+        Some(Value::Number(n)) if n.is_u64() => n.to_string(),
+        Some(other) => {
+            return Err(bad(
+                "mode",
+                format!("expected an octal mode such as \"0644\", found `{other}`"),
+            ));
+        }
+    };
+    let digits = text.strip_prefix("0o").unwrap_or(&text);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o7777 => Ok(Some(mode)),
+        _ => Err(bad(
+            "mode",
+            format!("`{text}` is not an octal mode such as \"0644\""),
+        )),
+    }
+}
+
+#[derive(Debug)]
+pub struct File {
+    name: String,
+    meta: Meta,
+    spec: Arc<FileSpec>,
+}
+
+fn build(name: &str, params: Value, meta: Meta) -> Result<Arc<dyn Resource>, BuildError> {
+    let spec = FileSpec::from_params(name, params)?;
+    Ok(Arc::new(File {
+        name: name.to_string(),
+        meta,
+        spec: Arc::new(spec),
+    }))
+}
+
+impl File {
+    pub fn spec(&self) -> &FileSpec {
+        &self.spec
+    }
+}
+
+#[async_trait]
+impl Resource for File {
+    fn kind(&self) -> &'static str {
+        "file"
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn meta(&self) -> &Meta {
+        &self.meta
+    }
+    fn validate(&self) -> Result<(), ResourceError> {
+        self.spec.validate()
+    }
+    fn params(&self) -> Value {
+        self.spec.to_params()
+    }
+    fn uids(&self) -> Vec<Uid> {
+        vec![Uid {
+            kind: "file",
+            key: self.spec.path.to_string_lossy().into_owned(),
+        }]
+    }
+    fn auto_edges(&self) -> Vec<Uid> {
+        self.spec
+            .path
+            .ancestors()
+            .skip(1)
+            .map(|p| Uid {
+                kind: "file",
+                key: p.to_string_lossy().into_owned(),
+            })
+            .collect()
+    }
+    async fn watch(&self, ctx: WatchCtx) -> Result<(), ResourceError> {
+        watch::watch(&self.spec, ctx).await
+    }
+    async fn check_apply(&self, _ctx: &ApplyCtx, mode: Mode) -> Result<Outcome, ResourceError> {
+        let spec = self.spec.clone();
+        let dry = mode == Mode::Check;
+        // Filesystem calls block; keep them off the async workers.
+        let changed = tokio::task::spawn_blocking(move || ops::converge(&spec, dry))
+            .await
+            .map_err(|e| ResourceError::failed(format!("file worker failed: {e}")))??;
+        Ok(match (changed, mode) {
+            (false, _) => Outcome::InSync,
+            (true, Mode::Check) => Outcome::WouldChange,
+            (true, Mode::Apply) => Outcome::Changed,
+        })
+    }
+}

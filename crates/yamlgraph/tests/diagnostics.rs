@@ -3,8 +3,15 @@
 
 mod common;
 
-use common::errors;
 use expect_test::expect;
+
+/// The rendered diagnostics of a graph that must fail.
+fn errors(text: &str) -> String {
+    match yamlgraph::parse("graph.yaml", text, &common::registry()) {
+        Ok(spec) => panic!("expected errors, got a graph: {spec:?}"),
+        Err(d) => d.to_string(),
+    }
+}
 
 #[test]
 fn yaml_syntax_error() {

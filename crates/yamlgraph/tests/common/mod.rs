@@ -186,11 +186,3 @@ pub fn registry() -> Registry {
     }
     r
 }
-
-/// The rendered diagnostics of a graph that must fail.
-pub fn errors(text: &str) -> String {
-    match yamlgraph::parse("graph.yaml", text, &registry()) {
-        Ok(spec) => panic!("expected errors, got a graph: {spec:?}"),
-        Err(d) => d.to_string(),
-    }
-}

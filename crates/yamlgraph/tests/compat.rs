@@ -299,3 +299,16 @@ fn parse_file_reads_and_names_the_file() {
         "{missing}"
     );
 }
+
+#[test]
+fn deeply_nested_values_are_an_error_not_a_crash() {
+    let depth = 100_000;
+    let text = format!(
+        "graph: g\nresources:\n  msg:\n  - name: m\n    fields: {}{}\n",
+        "[".repeat(depth),
+        "]".repeat(depth)
+    );
+    let err = yamlgraph::parse("g.yaml", &text, &common::registry()).expect_err("too deep");
+    assert_eq!(err.0.len(), 1);
+    assert_eq!(err.0[0].message, "invalid YAML: recursion limit exceeded");
+}

@@ -100,7 +100,7 @@ pub(crate) fn suggest<'a>(
 }
 
 /// "did you mean `x`?" when something is close, else the full list of valid names.
-pub(crate) fn help_for<'a>(word: &str, what: &str, candidates: &[&'a str]) -> String {
+pub(crate) fn help_for(word: &str, what: &str, candidates: &[&str]) -> String {
     match suggest(word, candidates.iter().copied()) {
         Some(s) => format!("did you mean `{s}`?"),
         None => {

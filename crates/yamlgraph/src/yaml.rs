@@ -53,6 +53,7 @@ fn is_collection(node: &Node) -> bool {
 }
 
 /// A YAML syntax error (including duplicate keys): where and what.
+#[derive(Debug)]
 pub(crate) struct SyntaxError {
     pub pos: Pos,
     pub message: String,
@@ -117,7 +118,7 @@ pub(crate) fn scalar(node: &Node) -> Result<Option<Scalar>, String> {
         // field decide (file modes are the common case).
         return Ok(Some(Scalar::Str(text.clone())));
     }
-    let tag = tag.as_ref().map(|t| Cow::Borrowed(t));
+    let tag = tag.as_ref().map(Cow::Borrowed);
     match ScalarOwned::parse_from_cow_and_metadata(
         Cow::Borrowed(text.as_str()),
         *style,
@@ -244,13 +245,13 @@ mod tests {
     use super::*;
 
     fn one(text: &str) -> Node {
-        load(text).ok().expect("valid yaml").remove(0)
+        load(text).expect("valid yaml").remove(0)
     }
 
     #[test]
     fn scalars_resolve_by_core_schema_but_keep_octal_looking_text() {
         let doc = one("a: 0644\nb: 12\nc: '12'\nd: ~\nf: 0o17\ng: !!str 3\nh: -07\n");
-        let json = to_json(&doc).ok().expect("convertible");
+        let json = to_json(&doc).expect("convertible");
         assert_eq!(json["a"], "0644");
         assert_eq!(json["b"], 12);
         assert_eq!(json["c"], "12");

@@ -215,7 +215,16 @@ impl Cx<'_> {
                 "comment" => top.comment = Some(v),
                 "remote" => top.remote = Some(v),
                 "remotes" => top.remotes = Some(v),
-                "resources" => top.resources = Some(v),
+                // `types` is what mgmt's first releases called `resources`.
+                "resources" | "types" => {
+                    if top.resources.replace(v).is_some() {
+                        self.error(
+                            Pos::of(k),
+                            format!("`{key}` given twice (`types` is the old name of `resources`)"),
+                            None,
+                        );
+                    }
+                }
                 "edges" => top.edges = Some(v),
                 "collect" => top.collect = Some(v),
                 other => self.error(
@@ -671,7 +680,10 @@ impl Cx<'_> {
                 continue;
             };
             match key.as_str() {
-                "kind" => kind = self.string("kind", val).map(|s| s.to_lowercase()),
+                // `res` and `type` are what mgmt's first releases called `kind`.
+                "kind" | "res" | "type" => {
+                    kind = self.string("kind", val).map(|s| s.to_lowercase())
+                }
                 "name" => name = self.string("name", val).map(|s| (s, Pos::of(val))),
                 other => {
                     self.error(
@@ -789,7 +801,7 @@ impl Cx<'_> {
                     continue;
                 };
                 match key.as_str() {
-                    "kind" => {
+                    "kind" | "type" => {
                         kind = self
                             .string("kind", val)
                             .map(|s| s.to_lowercase())

@@ -312,3 +312,34 @@ fn deeply_nested_values_are_an_error_not_a_crash() {
     assert_eq!(err.0.len(), 1);
     assert_eq!(err.0[0].message, "invalid YAML: recursion limit exceeded");
 }
+
+#[test]
+fn first_release_spellings_types_res_and_type() {
+    // mgmt's earliest graphs: `types:` for resources, `res:`/`type:` for kinds.
+    let spec = ok("---
+graph: mygraph
+types:
+  noop:
+  - name: noop1
+  file:
+  - name: file1
+    path: /tmp/mgmt/f1
+  - name: \"@@file2\"
+    path: /tmp/mgmt/f2
+collect:
+- type: file
+  pattern: /tmp/mgmt/
+edges:
+- name: e1
+  from:
+    res: noop
+    name: noop1
+  to:
+    type: file
+    name: file1
+");
+    assert_eq!(spec.resources.len(), 3);
+    assert_eq!(spec.edges[0].from, ResId::new("noop", "noop1"));
+    assert_eq!(spec.edges[0].to, ResId::new("file", "file1"));
+    assert_eq!(spec.collect[0].kind, "file");
+}

@@ -1,0 +1,137 @@
+//! `file` watch with real inotify: external modification, attribute change, deletion,
+//! rename-over, creation of a missing file (also below missing directories), directories,
+//! and a prompt return after cancel.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::{Watching, apply, build};
+use resource::Outcome::{Changed, InSync};
+use serde_json::json;
+
+/// Start watching an existing, converged file, make one external change, expect an event.
+/// Nothing else happens between the start of the watch and the change, so the event can only
+/// come from the change.
+async fn event_after(change: impl FnOnce(&Path)) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    fs::write(&path, "wanted\n").unwrap();
+    fs::write(dir.path().join("other"), "renamed over\n").unwrap();
+    let res = build("file", "f", json!({"path": path, "content": "wanted\n"}));
+    let mut w = Watching::start(&res).await;
+    change(&path);
+    w.next_event().await;
+    w.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn reports_an_external_modification() {
+    event_after(|path| fs::write(path, "tampered\n").unwrap()).await;
+}
+
+#[tokio::test]
+async fn reports_an_attribute_change() {
+    event_after(|path| fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap()).await;
+}
+
+#[tokio::test]
+async fn reports_a_deletion() {
+    event_after(|path| fs::remove_file(path).unwrap()).await;
+}
+
+#[tokio::test]
+async fn reports_a_rename_over_the_file() {
+    event_after(|path| fs::rename(path.with_file_name("other"), path).unwrap()).await;
+}
+
+#[tokio::test]
+async fn reports_creation_of_a_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    let res = build("file", "f", json!({"path": path, "content": "x"}));
+    let mut w = Watching::start(&res).await;
+    fs::write(&path, "made by someone else\n").unwrap();
+    w.next_event().await;
+    assert_eq!(apply(&res).await.unwrap(), Changed);
+    w.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn ignores_siblings_and_its_own_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    let res = build("file", "f", json!({"path": path, "content": "wanted\n"}));
+    assert_eq!(apply(&res).await.unwrap(), Changed);
+    let mut w = Watching::start(&res).await;
+    w.drain();
+    // A read-only check (it opens and reads the file) and sibling traffic are not changes.
+    assert_eq!(apply(&res).await.unwrap(), InSync);
+    fs::write(dir.path().join("sibling"), "x").unwrap();
+    // Then a real change: the first event must be about it. Nothing spurious is queued before.
+    assert!(
+        w.events.try_recv().is_err(),
+        "no event for reads or siblings"
+    );
+    fs::write(&path, "tampered\n").unwrap();
+    w.next_event().await;
+    w.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn reports_creation_of_a_missing_file_below_missing_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let parent = dir.path().join("a/b");
+    let path = parent.join("f");
+    let res = build("file", "f", json!({"path": path, "content": "x"}));
+    let mut w = Watching::start(&res).await;
+
+    fs::create_dir(dir.path().join("a")).unwrap();
+    w.next_event().await;
+    fs::create_dir(&parent).unwrap();
+    w.next_event().await;
+    // The watch has moved down to the new parent: creating the file itself is reported.
+    fs::write(&path, "made by someone else\n").unwrap();
+    w.next_event().await;
+    w.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn reports_changes_inside_a_recursive_directory_and_of_its_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    let dst = dir.path().join("dst");
+    let res = build(
+        "file",
+        "dst",
+        json!({"path": format!("{}/", dst.display()), "source": src, "recurse": true}),
+    );
+    assert_eq!(apply(&res).await.unwrap(), Changed);
+
+    // Each change gets a fresh watch, so the event can only come from that change.
+    let mut w = Watching::start(&res).await;
+    fs::write(dst.join("sub/new"), "x").unwrap();
+    w.next_event().await;
+    w.stop().await.unwrap();
+
+    let mut w = Watching::start(&res).await;
+    fs::write(src.join("sub/from-source"), "y").unwrap();
+    w.next_event().await;
+    assert_eq!(apply(&res).await.unwrap(), Changed);
+    assert_eq!(
+        fs::read_to_string(dst.join("sub/from-source")).unwrap(),
+        "y"
+    );
+    w.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn returns_after_cancel() {
+    let dir = tempfile::tempdir().unwrap();
+    let res = build("file", "f", json!({"path": dir.path().join("f")}));
+    let w = Watching::start(&res).await;
+    w.stop().await.unwrap();
+}

@@ -194,10 +194,10 @@ impl Engine {
             v.cancel.cancel();
         }
         for v in &stopped {
-            if let Some(task) = ctl.tasks.remove(&v.id) {
-                if let Err(e) = task.await {
-                    tracing::error!(id = %v.id, error = %e, "worker task failed");
-                }
+            if let Some(task) = ctl.tasks.remove(&v.id)
+                && let Err(e) = task.await
+            {
+                tracing::error!(id = %v.id, error = %e, "worker task failed");
             }
         }
         for v in started {

@@ -40,6 +40,10 @@ pub(crate) struct Plan {
     pub vertices: BTreeMap<ResId, Arc<dyn Resource>>,
 }
 
+#[expect(
+    clippy::result_large_err,
+    reason = "called once per swap; the ids are the useful context"
+)]
 pub(crate) fn plan(g: ResGraph) -> Result<Plan, EngineError> {
     let mut dag = Dag::new();
     let mut vertices = BTreeMap::new();

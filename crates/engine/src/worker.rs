@@ -23,6 +23,9 @@ use crate::event::EngineEvent;
 /// not to spin on a persistent error, short enough to pick up a repaired one.
 const WATCH_RETRY_DEFAULT: Duration = Duration::from_secs(1);
 
+/// How long a cancelled check_apply or watch may take to wind down before it is dropped.
+const CANCEL_GRACE: Duration = Duration::from_secs(5);
+
 pub(crate) struct Vertex {
     pub id: ResId,
     pub res: Arc<dyn Resource>,
@@ -168,10 +171,10 @@ impl Vertex {
                         }
                         st.retry_at = None;
                     }
-                    if let Some(l) = limiter {
-                        if let Err(at) = l.take(now) {
-                            return (Next::WakeAt(at), false);
-                        }
+                    if let Some(l) = limiter
+                        && let Err(at) = l.take(now)
+                    {
+                        return (Next::WakeAt(at), false);
                     }
                     st.dirty = false;
                     st.running = true;
@@ -206,9 +209,9 @@ impl Vertex {
             cancel: self.cancel.clone(),
         };
         let start = Instant::now();
-        let result = tokio::select! {
-            r = self.res.check_apply(&ctx, mode) => r,
-            _ = self.cancel.cancelled() => return false,
+        let result = match until_cancelled(self.res.check_apply(&ctx, mode), &self.cancel).await {
+            Some(r) => r,
+            None => return false,
         };
         let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
         match result {
@@ -329,10 +332,8 @@ async fn watch_loop(v: Arc<Vertex>, shared: Arc<Shared>, sink: EventSink) {
         WATCH_RETRY_DEFAULT
     };
     loop {
-        // A watch that ignores cancellation is dropped rather than waited for forever.
-        let result = tokio::select! {
-            r = v.res.watch(ctx.clone()) => r,
-            _ = ctx.cancel.cancelled() => return,
+        let Some(result) = until_cancelled(v.res.watch(ctx.clone()), &ctx.cancel).await else {
+            return;
         };
         match result {
             Ok(()) => {
@@ -350,6 +351,20 @@ async fn watch_loop(v: Arc<Vertex>, shared: Arc<Shared>, sink: EventSink) {
                     _ = ctx.cancel.cancelled() => return,
                 }
             }
+        }
+    }
+}
+
+/// Awaits `fut`; once `cancel` fires, gives it `CANCEL_GRACE` to notice and finish (an exec
+/// killing its child, a watch closing its handle) and then drops it, so a resource that ignores
+/// cancellation cannot hang a swap or shutdown. `None` means cancelled.
+async fn until_cancelled<T>(fut: impl Future<Output = T>, cancel: &CancellationToken) -> Option<T> {
+    tokio::pin!(fut);
+    tokio::select! {
+        r = &mut fut => Some(r),
+        _ = cancel.cancelled() => {
+            let _ = tokio::time::timeout(CANCEL_GRACE, fut).await;
+            None
         }
     }
 }

@@ -1,1 +1,24 @@
-//! remote
+//! Agentless remote execution: run mgmt on hosts over SSH, the way mgmt's `--remote` does.
+//!
+//! Per host one SSH connection (native Rust client, host keys checked against known_hosts)
+//! carries the cache probe, the binary upload, the run dir, a reverse tunnel to the
+//! initiator's store, the child process, live graph updates and the cleanup.
+//!
+//! This crate must never know about the engine, YAML or etcd: graph files are opaque bytes and
+//! the store is a TCP address. It never shells out to `ssh` and never logs secrets.
+
+mod error;
+mod fleet;
+pub mod known_hosts;
+mod prompt;
+mod session;
+pub mod ssh_config;
+mod upload;
+mod url;
+
+pub use error::{ChildExit, Error, Step};
+pub use fleet::{
+    CacheUse, ChildArgs, FleetConfig, FleetReport, HostOutcome, HostReport, HostState, RemoteEvent,
+    Target, run_fleet, sha256_file,
+};
+pub use url::{RemoteUrl, UrlError};

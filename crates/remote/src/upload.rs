@@ -1,0 +1,288 @@
+//! Getting bytes onto a host: the cache probe (which also makes the run dir), the binary upload
+//! over SFTP (temp name + posix-rename, atomic under concurrent runs) with an exec-channel
+//! fallback, and atomic small-file writes (graphs, credentials) that keep data out of argv.
+//!
+//! Every remote path that reaches a shell goes through `quote`. Nothing here may put file
+//! contents (the store secret above all) on a command line.
+
+use futures::StreamExt;
+use russh::ChannelMsg;
+use russh_sftp::client::RawSftpSession;
+use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
+
+use crate::error::{Error, Step};
+use crate::session::Session;
+
+/// Quotes `s` for a POSIX shell.
+pub(crate) fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// What the probe found.
+#[derive(Debug, Clone)]
+pub(crate) struct Probe {
+    /// Absolute directory the binary lives in (cache dir, or the run dir without caching).
+    pub bin_dir: String,
+    pub hit: bool,
+    pub run_dir: String,
+}
+
+/// One exec: resolve the cache dir, check the cached binary's hash, create the run dir 0700.
+pub(crate) async fn probe(
+    s: &Session,
+    hash: &str,
+    caching: bool,
+    tmp_prefix: &str,
+) -> Result<Probe, Error> {
+    let template = quote(&format!(
+        "{}/mgmt.XXXXXXXX",
+        tmp_prefix.trim_end_matches('/')
+    ));
+    let cache = if caching {
+        format!(
+            "c=\"$HOME/.cache/mgmt/bin/{hash}\"; mkdir -p \"$c\"; \
+             if [ -f \"$c/mgmt\" ] && echo \"{hash}  $c/mgmt\" | sha256sum -c --status 2>/dev/null; \
+             then s=hit; else s=miss; fi"
+        )
+    } else {
+        "c=\"$r\"; s=miss".to_string()
+    };
+    let script = format!(
+        "set -e; umask 077; r=$(mktemp -d {template}); {cache}; \
+         printf 'bin=%s\\nstatus=%s\\nrun=%s\\n' \"$c\" \"$s\" \"$r\""
+    );
+    let out = s
+        .run_ok("cache probe", &sh(&script), None, Step::Probe)
+        .await?;
+    let text = String::from_utf8_lossy(&out);
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k).map(str::to_string))
+            .filter(|v| v.starts_with('/'))
+    };
+    let (Some(bin_dir), Some(status), Some(run_dir)) = (
+        field("bin="),
+        text.lines().find_map(|l| l.strip_prefix("status=")),
+        field("run="),
+    ) else {
+        return Err(Error::Protocol {
+            host: s.label.clone(),
+            step: Step::Probe,
+            message: format!("cannot parse probe output {:?}", text.trim()),
+        });
+    };
+    Ok(Probe {
+        bin_dir,
+        hit: status == "hit",
+        run_dir,
+    })
+}
+
+/// Wraps a script so it runs under /bin/sh whatever the user's login shell is.
+pub(crate) fn sh(script: &str) -> String {
+    format!("exec /bin/sh -c {}", quote(script))
+}
+
+fn random_suffix() -> String {
+    let mut b = [0u8; 8];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut b);
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{}{:x}", hex::encode(b), nanos as u32 ^ std::process::id())
+}
+
+/// Uploads the binary as `<dir>/mgmt` (0755). Returns how many bytes went over the wire.
+pub(crate) async fn upload_binary(
+    s: &Session,
+    dir: &str,
+    bytes: &[u8],
+    hash: &str,
+) -> Result<u64, Error> {
+    let target = format!("{dir}/mgmt");
+    match open_sftp(s).await? {
+        Some(sftp) => {
+            sftp_upload(s, &sftp, dir, &target, bytes).await?;
+            let _ = sftp.close_session();
+        }
+        None => {
+            tracing::info!(host = %s.label, "no sftp subsystem, streaming the binary over exec");
+            let script = format!(
+                "umask 077; t=$(mktemp {dir}/.mgmt.XXXXXXXX) || exit 1; \
+                 if cat > \"$t\" && echo \"{hash}  $t\" | sha256sum -c --status && chmod 0755 \"$t\" \
+                 && mv -f \"$t\" {target}; then exit 0; else rm -f \"$t\"; exit 1; fi",
+                dir = quote(dir),
+                target = quote(&target),
+            );
+            s.run_ok("binary upload", &sh(&script), Some(bytes), Step::Upload)
+                .await?;
+        }
+    }
+    Ok(bytes.len() as u64)
+}
+
+/// Opens the sftp subsystem; `None` when the host has none.
+async fn open_sftp(s: &Session) -> Result<Option<RawSftpSession>, Error> {
+    let mut ch = s
+        .handle
+        .channel_open_session()
+        .await
+        .map_err(Error::ssh(&s.label, Step::Upload))?;
+    ch.request_subsystem(true, "sftp")
+        .await
+        .map_err(Error::ssh(&s.label, Step::Upload))?;
+    loop {
+        match ch.wait().await {
+            Some(ChannelMsg::Success) => break,
+            Some(ChannelMsg::Failure) | Some(ChannelMsg::Close) | None => return Ok(None),
+            Some(_) => {}
+        }
+    }
+    Ok(Some(RawSftpSession::new(ch.into_stream())))
+}
+
+fn sftp_err(s: &Session) -> impl Fn(russh_sftp::client::error::Error) -> Error + '_ {
+    move |source| Error::Sftp {
+        host: s.label.clone(),
+        source,
+    }
+}
+
+/// SSH string encoding, for the posix-rename extension payload.
+fn ssh_string(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+async fn sftp_upload(
+    s: &Session,
+    sftp: &RawSftpSession,
+    dir: &str,
+    target: &str,
+    bytes: &[u8],
+) -> Result<(), Error> {
+    let version = sftp.init().await.map_err(sftp_err(s))?;
+    let posix_rename = version.extensions.contains_key("posix-rename@openssh.com");
+    let mut chunk = 32 * 1024;
+    if version.extensions.contains_key("limits@openssh.com") {
+        if let Ok(l) = sftp.limits().await {
+            if l.max_write_len > 0 {
+                chunk = chunk.min(l.max_write_len as usize);
+            }
+        }
+    }
+    let tmp = format!("{dir}/.mgmt.{}.tmp", random_suffix());
+    let attrs = FileAttributes {
+        permissions: Some(0o600),
+        ..Default::default()
+    };
+    let handle = sftp
+        .open(
+            tmp.clone(),
+            OpenFlags::CREATE | OpenFlags::WRITE | OpenFlags::EXCLUDE,
+            attrs,
+        )
+        .await
+        .map_err(sftp_err(s))?
+        .handle;
+    let written = async {
+        // Many writes in flight: one at a time would be bound by round trips, not bandwidth.
+        let mut inflight = futures::stream::FuturesUnordered::new();
+        let mut offset = 0u64;
+        for c in bytes.chunks(chunk) {
+            if inflight.len() >= 32 {
+                if let Some(r) = inflight.next().await {
+                    r?;
+                }
+            }
+            inflight.push(sftp.write(handle.clone(), offset, c.to_vec()));
+            offset += c.len() as u64;
+        }
+        while let Some(r) = inflight.next().await {
+            r?;
+        }
+        sftp.fsetstat(
+            handle.clone(),
+            FileAttributes {
+                permissions: Some(0o755),
+                ..Default::default()
+            },
+        )
+        .await?;
+        Ok::<_, russh_sftp::client::error::Error>(())
+    }
+    .await;
+    let closed = sftp.close(handle).await;
+    if let Err(e) = written.and(closed.map(|_| ())) {
+        let _ = sftp.remove(tmp).await;
+        return Err(sftp_err(s)(e));
+    }
+    if posix_rename {
+        let mut data = Vec::new();
+        ssh_string(&mut data, &tmp);
+        ssh_string(&mut data, target);
+        match sftp.extended("posix-rename@openssh.com", data).await {
+            Ok(Packet::Status(st)) if st.status_code == StatusCode::Ok => return Ok(()),
+            Ok(other) => {
+                let _ = sftp.remove(tmp).await;
+                return Err(Error::Protocol {
+                    host: s.label.clone(),
+                    step: Step::Upload,
+                    message: format!("posix-rename refused: {other:?}"),
+                });
+            }
+            Err(e) => {
+                let _ = sftp.remove(tmp).await;
+                return Err(sftp_err(s)(e));
+            }
+        }
+    }
+    // Plain SFTP rename fails onto an existing file; mv(1) is rename(2), atomic as well.
+    let script = format!("mv -f {} {}", quote(&tmp), quote(target));
+    s.run_ok(
+        "rename of the uploaded binary",
+        &sh(&script),
+        None,
+        Step::Upload,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Writes `bytes` to `<dir>/<name>` atomically (temp file + rename) with `mode`; the bytes
+/// travel on stdin, never in argv. The size is checked so a cut connection leaves no torn file.
+pub(crate) async fn write_file(
+    s: &Session,
+    dir: &str,
+    name: &str,
+    bytes: &[u8],
+    mode: u32,
+    step: Step,
+) -> Result<(), Error> {
+    let script = format!(
+        "umask 077; t=$(mktemp {dir}/.tmp.XXXXXXXX) || exit 1; \
+         if cat > \"$t\" && [ \"$(wc -c < \"$t\")\" -eq {len} ] && chmod {mode:o} \"$t\" \
+         && mv -f \"$t\" {target}; then exit 0; else rm -f \"$t\"; exit 1; fi",
+        dir = quote(dir),
+        len = bytes.len(),
+        target = quote(&format!("{dir}/{name}")),
+    );
+    s.run_ok("file write", &sh(&script), Some(bytes), step)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's"), r"'it'\''s'");
+        assert_eq!(sh("echo 'x'"), r"exec /bin/sh -c 'echo '\''x'\'''");
+    }
+}

@@ -1,1 +1,36 @@
-//! store
+//! mgmt's store: the etcd v3 API, both sides of it.
+//!
+//! - [`serve`] starts the embedded single-node server (`mgmt run`'s default) that speaks the
+//!   etcd v3 gRPC subset mgmt uses, well enough for the real `etcdctl` and the `etcd-client`
+//!   crate: KV (range, put, delete, txn, compact), Watch, Lease, Auth, Maintenance `Status`,
+//!   Cluster `MemberList`. Its state lives in memory for one run (no persistence: a restarted
+//!   `mgmt run` starts from an empty store, and every host re-publishes).
+//! - [`Store`] is the one client path for everything that crosses hosts, against our server or a
+//!   real etcd cluster alike: exported resources, convergence flags, host liveness.
+//!
+//! Layout: `mvcc` and `auth` are sans-IO cores (no sockets, no clock, no tasks); `server` is the
+//! tonic layer around them; `client` wraps `etcd_client::Client`. This crate is the only one that
+//! knows protobuf: its public API speaks plain Rust and `serde_json` values.
+
+mod auth;
+mod client;
+mod error;
+mod mvcc;
+mod server;
+
+#[allow(clippy::all, missing_docs, dead_code)]
+mod pb {
+    pub mod authpb {
+        tonic::include_proto!("authpb");
+    }
+    pub mod mvccpb {
+        tonic::include_proto!("mvccpb");
+    }
+    pub mod etcdserverpb {
+        tonic::include_proto!("etcdserverpb");
+    }
+}
+
+pub use client::{ExportedResource, HostLease, SnapshotWatch, Store, keys};
+pub use error::{EtcdError, StoreError};
+pub use server::{API_VERSION, ServerConfig, ServerHandle, serve};

@@ -1,0 +1,552 @@
+//! The one client path for everything that crosses hosts, against our embedded server or a real
+//! etcd cluster: exported resources, convergence flags and host liveness, under `/_mgmt/`.
+//!
+//! It speaks only plain Rust and `serde_json` values to its callers (no engine, resource or
+//! protobuf types) and never logs credentials. Watches are pull-based ([`SnapshotWatch::next`])
+//! and own no task; the only task here is a [`HostLease`]'s keepalive, owned by that handle.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
+    WatchOptions, WatchStream,
+};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::StoreError;
+
+/// mgmt's key layout.
+pub mod keys {
+    /// Every key mgmt writes starts with this.
+    pub const ROOT: &str = "/_mgmt/";
+    /// `/_mgmt/exported/<host>/resources/<kind>/<name>`: one exported resource (JSON).
+    pub const EXPORTED: &str = "/_mgmt/exported/";
+    /// `/_mgmt/converged/<host>`: `"true"` or `"false"`.
+    pub const CONVERGED: &str = "/_mgmt/converged/";
+    /// `/_mgmt/hosts/<host>`: present while the host is alive (under a lease).
+    pub const HOSTS: &str = "/_mgmt/hosts/";
+
+    pub fn exported_host(host: &str) -> String {
+        format!("{EXPORTED}{host}/resources/")
+    }
+
+    pub fn exported(host: &str, kind: &str, name: &str) -> String {
+        format!("{EXPORTED}{host}/resources/{kind}/{name}")
+    }
+
+    pub fn converged(host: &str) -> String {
+        format!("{CONVERGED}{host}")
+    }
+
+    pub fn host(host: &str) -> String {
+        format!("{HOSTS}{host}")
+    }
+}
+
+/// A resource one host exports for others (and itself) to collect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportedResource {
+    /// The exporting host (taken from the key; not stored in the value).
+    pub host: String,
+    pub kind: String,
+    pub name: String,
+    pub meta: serde_json::Value,
+    pub params: serde_json::Value,
+}
+
+/// The value stored under an export's key, readable with `etcdctl get`.
+#[derive(Serialize, Deserialize)]
+struct ExportValue {
+    kind: String,
+    name: String,
+    #[serde(default)]
+    meta: serde_json::Value,
+    #[serde(default)]
+    params: serde_json::Value,
+}
+
+fn check_segment(what: &'static str, value: &str) -> Result<(), StoreError> {
+    let reason = if value.is_empty() {
+        "it is empty"
+    } else if value.contains('/') {
+        "it contains '/'"
+    } else if value.chars().any(char::is_control) {
+        "it contains a control character"
+    } else {
+        return Ok(());
+    };
+    Err(StoreError::InvalidName {
+        what,
+        value: value.to_string(),
+        reason,
+    })
+}
+
+/// A connection to an etcd v3 API endpoint (ours or a real cluster).
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+fn request_error(op: &'static str, key: &str) -> impl FnOnce(etcd_client::Error) -> StoreError {
+    let key = key.to_string();
+    move |source| StoreError::Request { op, key, source }
+}
+
+impl Store {
+    /// Connects (and authenticates, with `creds` = user and password) to the first reachable of
+    /// `endpoints` (`http://host:port` or `host:port`), and checks that it answers.
+    pub async fn connect(
+        endpoints: &[String],
+        creds: Option<(String, String)>,
+    ) -> Result<Store, StoreError> {
+        let joined = endpoints.join(",");
+        let connect_error = |source| StoreError::Connect {
+            endpoints: joined.clone(),
+            source,
+        };
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            .with_auto_token_refresh(true);
+        if let Some((user, password)) = creds {
+            options = options.with_user(user, password);
+        }
+        let mut client = Client::connect(endpoints, Some(options))
+            .await
+            .map_err(connect_error)?;
+        // Connecting is lazy without credentials: ask for something cheap to know it answers.
+        client.status().await.map_err(connect_error)?;
+        Ok(Store { client })
+    }
+
+    /// Replaces all of `host`'s exports with `exports` in one transaction (one revision, one
+    /// watch event batch for collectors); does nothing when they are unchanged. Every export's
+    /// `host` field is ignored in favour of `host`. Against a real etcd, at most 128 changed keys
+    /// fit in one transaction (its `--max-txn-ops`).
+    pub async fn publish_exports(
+        &self,
+        host: &str,
+        exports: Vec<ExportedResource>,
+    ) -> Result<(), StoreError> {
+        check_segment("host name", host)?;
+        let prefix = keys::exported_host(host);
+        let mut desired = BTreeMap::new();
+        for e in exports {
+            check_segment("resource kind", &e.kind)?;
+            if e.name.is_empty() {
+                return Err(StoreError::InvalidName {
+                    what: "resource name",
+                    value: e.name,
+                    reason: "it is empty",
+                });
+            }
+            let key = keys::exported(host, &e.kind, &e.name);
+            let value = serde_json::to_vec(&ExportValue {
+                kind: e.kind.clone(),
+                name: e.name.clone(),
+                meta: e.meta,
+                params: e.params,
+            })
+            .map_err(|source| StoreError::Encode {
+                kind: e.kind,
+                name: e.name,
+                source,
+            })?;
+            desired.insert(key.into_bytes(), value);
+        }
+        let mut client = self.client.clone();
+        loop {
+            let resp = client
+                .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
+                .await
+                .map_err(request_error("get", &prefix))?;
+            let rev = resp.header().map_or(0, |h| h.revision());
+            let current: BTreeMap<&[u8], &[u8]> =
+                resp.kvs().iter().map(|kv| (kv.key(), kv.value())).collect();
+            let mut ops = Vec::new();
+            for (key, value) in &desired {
+                if current.get(key.as_slice()) != Some(&value.as_slice()) {
+                    ops.push(TxnOp::put(key.clone(), value.clone(), None));
+                }
+            }
+            for key in current.keys() {
+                if !desired.contains_key(*key) {
+                    ops.push(TxnOp::delete(key.to_vec(), None));
+                }
+            }
+            if ops.is_empty() {
+                return Ok(());
+            }
+            // Applies only if nobody touched the host's exports since we read them.
+            let txn = Txn::new()
+                .when(vec![
+                    Compare::mod_revision(prefix.as_str(), CompareOp::Less, rev + 1).with_prefix(),
+                ])
+                .and_then(ops);
+            let done = client
+                .txn(txn)
+                .await
+                .map_err(request_error("txn", &prefix))?;
+            if done.succeeded() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Every export of every host, right now.
+    pub async fn exports_snapshot(&self) -> Result<Vec<ExportedResource>, StoreError> {
+        let (entries, _) = list(&self.client, keys::EXPORTED).await?;
+        Ok(decode_exports(&entries))
+    }
+
+    /// Full snapshots of all exports: the current one first, then one after each change.
+    pub async fn watch_exports(&self) -> Result<SnapshotWatch<Vec<ExportedResource>>, StoreError> {
+        SnapshotWatch::start(&self.client, keys::EXPORTED, decode_exports).await
+    }
+
+    /// Records whether `host` is converged.
+    pub async fn set_converged(&self, host: &str, converged: bool) -> Result<(), StoreError> {
+        check_segment("host name", host)?;
+        let key = keys::converged(host);
+        self.client
+            .clone()
+            .put(key.as_str(), if converged { "true" } else { "false" }, None)
+            .await
+            .map_err(request_error("put", &key))?;
+        Ok(())
+    }
+
+    /// Every host's convergence flag, right now.
+    pub async fn converged(&self) -> Result<BTreeMap<String, bool>, StoreError> {
+        let (entries, _) = list(&self.client, keys::CONVERGED).await?;
+        Ok(decode_converged(&entries))
+    }
+
+    /// Snapshots of every host's convergence flag: the current one, then one per change.
+    pub async fn watch_converged(
+        &self,
+    ) -> Result<SnapshotWatch<BTreeMap<String, bool>>, StoreError> {
+        SnapshotWatch::start(&self.client, keys::CONVERGED, decode_converged).await
+    }
+
+    /// Marks `host` alive under a lease of `ttl` kept alive by the returned handle; when the
+    /// handle is closed or dropped the lease is revoked, and if the process dies it expires.
+    pub async fn register_host(&self, host: &str, ttl: Duration) -> Result<HostLease, StoreError> {
+        check_segment("host name", host)?;
+        let ttl = ttl.as_secs().max(1) as i64;
+        let key = keys::host(host);
+        let mut client = self.client.clone();
+        let id = grant_and_put(&mut client, &key, ttl).await?;
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(keep_host_alive(client, key, ttl, id, cancel.clone()));
+        Ok(HostLease {
+            cancel,
+            task: Some(task),
+        })
+    }
+
+    /// The hosts whose liveness key exists.
+    pub async fn live_hosts(&self) -> Result<BTreeSet<String>, StoreError> {
+        let (entries, _) = list(&self.client, keys::HOSTS).await?;
+        Ok(decode_hosts(&entries))
+    }
+
+    /// Snapshots of the live hosts: the current set, then one per change.
+    pub async fn watch_live_hosts(&self) -> Result<SnapshotWatch<BTreeSet<String>>, StoreError> {
+        SnapshotWatch::start(&self.client, keys::HOSTS, decode_hosts).await
+    }
+
+    /// Reads one key (for resources that keep their own values in the store).
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let resp = self
+            .client
+            .clone()
+            .get(key, None)
+            .await
+            .map_err(request_error("get", key))?;
+        Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
+    }
+
+    /// Writes one key.
+    pub async fn put(&self, key: &str, value: impl Into<Vec<u8>>) -> Result<(), StoreError> {
+        self.client
+            .clone()
+            .put(key, value, None)
+            .await
+            .map_err(request_error("put", key))?;
+        Ok(())
+    }
+
+    /// Deletes one key.
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.client
+            .clone()
+            .delete(key, None)
+            .await
+            .map_err(request_error("delete", key))?;
+        Ok(())
+    }
+}
+
+/// The keys under `prefix` (with the prefix cut off) and the revision they were read at.
+type Entries = BTreeMap<String, Vec<u8>>;
+
+async fn list(client: &Client, prefix: &str) -> Result<(Entries, i64), StoreError> {
+    let resp = client
+        .clone()
+        .get(prefix, Some(GetOptions::new().with_prefix()))
+        .await
+        .map_err(request_error("get", prefix))?;
+    let rev = resp.header().map_or(0, |h| h.revision());
+    let entries = resp
+        .kvs()
+        .iter()
+        .filter_map(|kv| {
+            let key = std::str::from_utf8(kv.key()).ok()?;
+            Some((key.strip_prefix(prefix)?.to_string(), kv.value().to_vec()))
+        })
+        .collect();
+    Ok((entries, rev))
+}
+
+fn decode_exports(entries: &Entries) -> Vec<ExportedResource> {
+    entries
+        .iter()
+        .filter_map(|(rest, value)| {
+            // `<host>/resources/<kind>/<name>`; names may contain '/' themselves.
+            let (host, rest) = rest.split_once('/')?;
+            let rest = rest.strip_prefix("resources/")?;
+            let (kind, name) = rest.split_once('/')?;
+            match serde_json::from_slice::<ExportValue>(value) {
+                Ok(v) if v.kind == kind && v.name == name => Some(ExportedResource {
+                    host: host.to_string(),
+                    kind: v.kind,
+                    name: v.name,
+                    meta: v.meta,
+                    params: v.params,
+                }),
+                Ok(_) => {
+                    tracing::warn!(host, kind, name, "skipping an export whose value names another resource");
+                    None
+                }
+                Err(error) => {
+                    tracing::warn!(host, kind, name, %error, "skipping an export that is not valid JSON");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+fn decode_converged(entries: &Entries) -> BTreeMap<String, bool> {
+    entries
+        .iter()
+        .map(|(host, value)| (host.clone(), value.as_slice() == b"true"))
+        .collect()
+}
+
+fn decode_hosts(entries: &Entries) -> BTreeSet<String> {
+    entries.keys().cloned().collect()
+}
+
+/// A live view of every key under a prefix, decoded into a `T` snapshot.
+///
+/// [`next`](Self::next) returns the current snapshot first, then waits for the next change that
+/// alters the decoded value. It owns no task: the watch advances only while `next` is awaited
+/// (events queue in the stream meanwhile), so dropping it ends everything.
+pub struct SnapshotWatch<T> {
+    client: Client,
+    prefix: &'static str,
+    entries: Entries,
+    stream: WatchStream,
+    decode: fn(&Entries) -> T,
+    last: Option<T>,
+}
+
+impl<T: PartialEq + Clone> SnapshotWatch<T> {
+    async fn start(
+        client: &Client,
+        prefix: &'static str,
+        decode: fn(&Entries) -> T,
+    ) -> Result<Self, StoreError> {
+        let (entries, stream) = Self::subscribe(client, prefix).await?;
+        Ok(Self {
+            client: client.clone(),
+            prefix,
+            entries,
+            stream,
+            decode,
+            last: None,
+        })
+    }
+
+    /// Lists the prefix, then watches it from the next revision: nothing is missed in between.
+    async fn subscribe(
+        client: &Client,
+        prefix: &'static str,
+    ) -> Result<(Entries, WatchStream), StoreError> {
+        let (entries, rev) = list(client, prefix).await?;
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(rev + 1);
+        let stream = client
+            .clone()
+            .watch(prefix, Some(options))
+            .await
+            .map_err(request_error("watch", prefix))?;
+        Ok((entries, stream))
+    }
+
+    fn ended(&self, reason: String) -> StoreError {
+        StoreError::WatchEnded {
+            prefix: self.prefix.to_string(),
+            reason,
+        }
+    }
+
+    /// The next snapshot that differs from the last one returned.
+    pub async fn next(&mut self) -> Result<T, StoreError> {
+        loop {
+            let snapshot = (self.decode)(&self.entries);
+            if self.last.as_ref() != Some(&snapshot) {
+                self.last = Some(snapshot.clone());
+                return Ok(snapshot);
+            }
+            let resp = match self.stream.message().await {
+                Ok(Some(resp)) => resp,
+                Ok(None) => return Err(self.ended("the server closed the stream".to_string())),
+                Err(e) => return Err(self.ended(e.to_string())),
+            };
+            if resp.canceled() {
+                if resp.compact_revision() > 0 {
+                    // We fell behind a compaction: start over from a fresh listing.
+                    let (entries, stream) = Self::subscribe(&self.client, self.prefix).await?;
+                    self.entries = entries;
+                    self.stream = stream;
+                    continue;
+                }
+                return Err(self.ended(format!("canceled by the server: {}", resp.cancel_reason())));
+            }
+            for ev in resp.events() {
+                let Some(kv) = ev.kv() else { continue };
+                let Some(rest) = std::str::from_utf8(kv.key())
+                    .ok()
+                    .and_then(|k| k.strip_prefix(self.prefix))
+                else {
+                    continue;
+                };
+                match ev.event_type() {
+                    EventType::Put => {
+                        self.entries.insert(rest.to_string(), kv.value().to_vec());
+                    }
+                    EventType::Delete => {
+                        self.entries.remove(rest);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Keeps a host's liveness key alive; revokes it when closed or dropped.
+///
+/// Shutdown: [`close`](Self::close) revokes and waits; dropping only signals the keepalive task,
+/// which revokes the lease by itself and ends.
+pub struct HostLease {
+    cancel: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl HostLease {
+    /// Revokes the lease (the host's key disappears at once) and waits for the keepalive task.
+    pub async fn close(mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take()
+            && let Err(e) = task.await
+        {
+            tracing::warn!(error = %e, "host keepalive task failed");
+        }
+    }
+}
+
+impl Drop for HostLease {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+async fn grant_and_put(client: &mut Client, key: &str, ttl: i64) -> Result<i64, StoreError> {
+    let lease = client
+        .lease_grant(ttl, None)
+        .await
+        .map_err(request_error("lease grant", key))?;
+    let id = lease.id();
+    client
+        .put(key, "alive", Some(PutOptions::new().with_lease(id)))
+        .await
+        .map_err(request_error("put", key))?;
+    Ok(id)
+}
+
+/// Renews the lease every third of its TTL. If the lease is lost (expired during a network
+/// outage, or revoked by someone), the host registers again with a new one.
+async fn keep_host_alive(
+    mut client: Client,
+    key: String,
+    ttl: i64,
+    mut id: i64,
+    cancel: CancellationToken,
+) {
+    let period = Duration::from_millis((ttl as u64 * 1000 / 3).max(200));
+    let mut keeper = None;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(period) => {}
+        }
+        if keeper.is_none() {
+            match client.lease_keep_alive(id).await {
+                Ok(k) => keeper = Some(k),
+                Err(error) => {
+                    tracing::warn!(key, %error, "cannot open the host keepalive stream");
+                    continue;
+                }
+            }
+        }
+        let Some((k, responses)) = keeper.as_mut() else {
+            continue;
+        };
+        let renewed = async {
+            k.keep_alive().await?;
+            responses.message().await
+        };
+        match tokio::time::timeout(period, renewed).await {
+            Ok(Ok(Some(r))) if r.ttl() > 0 => {}
+            Ok(Ok(Some(_))) => {
+                tracing::warn!(key, "host lease was lost; registering again");
+                keeper = None;
+                match grant_and_put(&mut client, &key, ttl).await {
+                    Ok(new_id) => id = new_id,
+                    Err(error) => tracing::warn!(key, %error, "cannot register the host again"),
+                }
+            }
+            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
+                tracing::warn!(key, "host keepalive failed; retrying");
+                keeper = None;
+            }
+        }
+    }
+    if let Err(error) = client.lease_revoke(id).await {
+        tracing::debug!(key, %error, "revoking the host lease failed (it will expire)");
+    }
+}

@@ -1,0 +1,297 @@
+//! The Watch service: one session per gRPC stream, holding that stream's watchers.
+//!
+//! A session is a plain stream (no task of its own) driven by tonic as the client reads: it
+//! multiplexes the client's requests, the server's commit broadcast, and the progress ticker.
+//! Watchers from a past revision first get the history from the core's event log, read under
+//! the same lock that orders the broadcast, so nothing is missed or repeated. A session that
+//! falls behind the broadcast catches up from the log (or, if compacted meanwhile, cancels its
+//! watchers with the compaction revision, as etcd does).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use tokio::sync::broadcast::{self, error::RecvError};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::Shared;
+use crate::auth::Caller;
+use crate::mvcc::{Commit, KeyRange};
+use crate::pb::etcdserverpb::{
+    WatchCreateRequest, WatchRequest, WatchResponse, watch_create_request::FilterType,
+    watch_request::RequestUnion, watch_server::Watch,
+};
+use crate::pb::mvccpb::{Event, event::EventType};
+
+pub(crate) struct WatchService(pub(crate) Arc<Shared>);
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    async fn watch(
+        &self,
+        req: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let caller = self.0.caller(&req)?;
+        let session = Session::new(self.0.clone(), caller, req.into_inner());
+        let stream = futures::stream::unfold(session, |mut s| async move {
+            s.next().await.map(|resp| (Ok(resp), s))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+struct Watcher {
+    key: Vec<u8>,
+    end: Vec<u8>,
+    prev_kv: bool,
+    no_put: bool,
+    no_delete: bool,
+    progress_notify: bool,
+    /// Commits below this revision were already sent (history) or predate the watcher.
+    min_rev: i64,
+    /// Whether events went out since the last progress tick.
+    busy: bool,
+}
+
+impl Watcher {
+    fn filter(&self, commit: &Commit) -> Vec<Event> {
+        let range = KeyRange::new(&self.key, &self.end);
+        commit
+            .events
+            .iter()
+            .filter(|ev| {
+                let key = ev.kv.as_ref().map_or(&[][..], |kv| &kv.key[..]);
+                let put = ev.r#type == EventType::Put as i32;
+                range.contains(key) && !(put && self.no_put) && !(!put && self.no_delete)
+            })
+            .map(|ev| Event {
+                r#type: ev.r#type,
+                kv: ev.kv.clone(),
+                prev_kv: if self.prev_kv {
+                    ev.prev_kv.clone()
+                } else {
+                    None
+                },
+            })
+            .collect()
+    }
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    caller: Caller,
+    requests: Streaming<WatchRequest>,
+    commits: broadcast::Receiver<Arc<Commit>>,
+    /// The next revision this session expects from the broadcast.
+    next_rev: i64,
+    watchers: BTreeMap<i64, Watcher>,
+    next_id: i64,
+    pending: VecDeque<WatchResponse>,
+    ticker: tokio::time::Interval,
+}
+
+impl Session {
+    fn new(shared: Arc<Shared>, caller: Caller, requests: Streaming<WatchRequest>) -> Self {
+        let (commits, next_rev) = {
+            let core = shared.core();
+            (shared.commits.subscribe(), core.rev() + 1)
+        };
+        let period = shared.progress_interval.max(Duration::from_millis(10));
+        let ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        Self {
+            shared,
+            caller,
+            requests,
+            commits,
+            next_rev,
+            watchers: BTreeMap::new(),
+            next_id: 0,
+            pending: VecDeque::new(),
+            ticker,
+        }
+    }
+
+    async fn next(&mut self) -> Option<WatchResponse> {
+        loop {
+            if let Some(resp) = self.pending.pop_front() {
+                return Some(resp);
+            }
+            tokio::select! {
+                _ = self.shared.cancel.cancelled() => return None,
+                req = self.requests.next() => match req {
+                    Some(Ok(req)) => self.handle(req),
+                    // The client closed its side, or sent something we cannot decode.
+                    Some(Err(_)) | None => return None,
+                },
+                commit = self.commits.recv() => match commit {
+                    Ok(commit) => self.deliver(&commit),
+                    Err(RecvError::Lagged(_)) => self.catch_up(),
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = self.ticker.tick() => self.progress(),
+            }
+        }
+    }
+
+    fn response(&self, rev: i64, watch_id: i64) -> WatchResponse {
+        WatchResponse {
+            header: self.shared.header(rev),
+            watch_id,
+            ..Default::default()
+        }
+    }
+
+    fn handle(&mut self, req: WatchRequest) {
+        match req.request_union {
+            Some(RequestUnion::CreateRequest(c)) => self.create(c),
+            Some(RequestUnion::CancelRequest(c)) => {
+                if self.watchers.remove(&c.watch_id).is_some() {
+                    let rev = self.shared.core().rev();
+                    let mut resp = self.response(rev, c.watch_id);
+                    resp.canceled = true;
+                    self.pending.push_back(resp);
+                }
+            }
+            Some(RequestUnion::ProgressRequest(_)) => {
+                let rev = self.shared.core().rev();
+                // Not tied to one watcher: etcd answers with watch id -1.
+                self.pending.push_back(self.response(rev, -1));
+            }
+            None => {}
+        }
+    }
+
+    fn create(&mut self, c: WatchCreateRequest) {
+        let denied = self
+            .shared
+            .auth()
+            .check(&self.caller, &c.key, &c.range_end, false)
+            .err();
+        let id = if let Some(e) = denied {
+            Err(e.to_string())
+        } else if c.watch_id != 0 {
+            if self.watchers.contains_key(&c.watch_id) {
+                Err("mvcc: duplicate watch ID provided on the WatchStream".to_string())
+            } else {
+                Ok(c.watch_id)
+            }
+        } else {
+            while self.watchers.contains_key(&self.next_id) {
+                self.next_id += 1;
+            }
+            Ok(self.next_id)
+        };
+        let shared = self.shared.clone();
+        let core = shared.core();
+        let rev = core.rev();
+        let id = match id {
+            Ok(id) => id,
+            Err(reason) => {
+                let mut resp = self.response(rev, if c.watch_id != 0 { c.watch_id } else { -1 });
+                resp.created = true;
+                resp.canceled = true;
+                resp.cancel_reason = reason;
+                self.pending.push_back(resp);
+                return;
+            }
+        };
+        let mut watcher = Watcher {
+            key: c.key,
+            end: c.range_end,
+            prev_kv: c.prev_kv,
+            no_put: c.filters.contains(&(FilterType::Noput as i32)),
+            no_delete: c.filters.contains(&(FilterType::Nodelete as i32)),
+            progress_notify: c.progress_notify,
+            min_rev: rev + 1,
+            busy: false,
+        };
+        let mut created = self.response(rev, id);
+        created.created = true;
+        self.pending.push_back(created);
+        if c.start_revision > 0 && c.start_revision <= rev {
+            match core.commits_since(c.start_revision) {
+                Ok(history) => {
+                    for commit in history {
+                        self.push_events(id, &mut watcher, &commit);
+                    }
+                }
+                Err(compact_rev) => {
+                    let mut resp = self.response(rev, id);
+                    resp.canceled = true;
+                    resp.compact_revision = compact_rev;
+                    self.pending.push_back(resp);
+                    return;
+                }
+            }
+        } else if c.start_revision > rev {
+            watcher.min_rev = c.start_revision;
+        }
+        self.watchers.insert(id, watcher);
+    }
+
+    fn push_events(&mut self, id: i64, watcher: &mut Watcher, commit: &Commit) {
+        let events = watcher.filter(commit);
+        if !events.is_empty() {
+            watcher.busy = true;
+            let mut resp = self.response(commit.rev, id);
+            resp.events = events;
+            self.pending.push_back(resp);
+        }
+    }
+
+    fn deliver(&mut self, commit: &Commit) {
+        if commit.rev < self.next_rev {
+            return;
+        }
+        self.next_rev = commit.rev + 1;
+        let mut watchers = std::mem::take(&mut self.watchers);
+        for (id, w) in watchers.iter_mut() {
+            if commit.rev >= w.min_rev {
+                self.push_events(*id, w, commit);
+            }
+        }
+        self.watchers = watchers;
+    }
+
+    fn catch_up(&mut self) {
+        let shared = self.shared.clone();
+        let core = shared.core();
+        match core.commits_since(self.next_rev) {
+            Ok(missed) => {
+                drop(core);
+                for commit in missed {
+                    self.deliver(&commit);
+                }
+            }
+            Err(compact_rev) => {
+                let rev = core.rev();
+                drop(core);
+                for id in std::mem::take(&mut self.watchers).into_keys() {
+                    let mut resp = self.response(rev, id);
+                    resp.canceled = true;
+                    resp.compact_revision = compact_rev;
+                    self.pending.push_back(resp);
+                }
+                self.next_rev = rev + 1;
+            }
+        }
+    }
+
+    fn progress(&mut self) {
+        let rev = self.shared.core().rev();
+        let mut quiet = Vec::new();
+        for (id, w) in self.watchers.iter_mut() {
+            if w.progress_notify && !w.busy {
+                quiet.push(*id);
+            }
+            w.busy = false;
+        }
+        for id in quiet {
+            self.pending.push_back(self.response(rev, id));
+        }
+    }
+}

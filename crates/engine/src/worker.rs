@@ -217,12 +217,6 @@ impl Vertex {
         match result {
             Ok(outcome) => {
                 tracing::info!(?outcome, refresh, ms, "check_apply done");
-                shared.emit(EngineEvent::Applied {
-                    id: self.id.clone(),
-                    outcome,
-                    refresh,
-                    ms,
-                });
                 if outcome != Outcome::InSync {
                     // Children are marked before this vertex turns clean, so no child can slip
                     // through between the two.
@@ -234,6 +228,13 @@ impl Vertex {
                     st.running = false;
                     st.failed = false;
                     st.failures = 0;
+                });
+                // Reported once the vertex is clean: an observer of the event sees it idle.
+                shared.emit(EngineEvent::Applied {
+                    id: self.id.clone(),
+                    outcome,
+                    refresh,
+                    ms,
                 });
             }
             Err(e) => {

@@ -1,10 +1,12 @@
 //! `testbed`: the test bed for people (scripts/testbed calls it). `up` builds hosts and keeps
-//! them running after it exits; `down` removes them. It never prints the generated password.
+//! them running after it exits; `hold` keeps them only until its stdin ends; `down` removes
+//! them. It never prints the generated password.
 
+use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use testbed::{Testbed, TestbedConfig};
 
 #[derive(Parser)]
@@ -16,27 +18,48 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Build N hosts reachable from here and keep them running.
-    Up {
-        hosts: usize,
-        /// Directory for keys, configs and logs (default /var/tmp/mgmt-testbed-SSS-XXXXXX).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// Hosts only on a second network the root namespace cannot reach.
-        #[arg(long, default_value_t = 0)]
-        leaves: usize,
-        /// Hosts (h1, h2, ...) that are on both networks.
-        #[arg(long, value_delimiter = ',')]
-        intermediates: Vec<String>,
-        /// Hosts (h1, h2, ...) without an sftp subsystem.
-        #[arg(long, value_delimiter = ',')]
-        no_sftp: Vec<String>,
-        /// Allow password login (the password is written to DIR/password, mode 0600).
-        #[arg(long)]
-        password_auth: bool,
-    },
+    /// Build N hosts reachable from here and keep them running after this command exits.
+    Up(Shape),
+    /// Build N hosts, print the directory, and remove everything when stdin ends (Enter or ^D).
+    Hold(Shape),
     /// Remove the test bed in DIR, or without DIR every kept one and any crashed leftovers.
     Down { dir: Option<PathBuf> },
+}
+
+#[derive(Args)]
+struct Shape {
+    hosts: usize,
+    /// Directory for keys, configs and logs (default /var/tmp/mgmt-testbed-SSS-XXXXXX).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Hosts only on a second network the root namespace cannot reach.
+    #[arg(long, default_value_t = 0)]
+    leaves: usize,
+    /// Hosts (h1, h2, ...) that are on both networks.
+    #[arg(long, value_delimiter = ',')]
+    intermediates: Vec<String>,
+    /// Hosts (h1, h2, ...) without an sftp subsystem.
+    #[arg(long, value_delimiter = ',')]
+    no_sftp: Vec<String>,
+    /// Allow password login (the password is written to DIR/password, mode 0600).
+    #[arg(long)]
+    password_auth: bool,
+}
+
+impl Shape {
+    fn config(self) -> Result<TestbedConfig, String> {
+        let indexes =
+            |names: &[String]| names.iter().map(|n| index_of(n)).collect::<Result<_, _>>();
+        Ok(TestbedConfig {
+            hosts: self.hosts,
+            leaves: self.leaves,
+            intermediates: indexes(&self.intermediates)?,
+            no_sftp: indexes(&self.no_sftp)?,
+            password_auth: self.password_auth,
+            extra_user: true,
+            dir: self.dir.map(|d| std::path::absolute(&d).unwrap_or(d)),
+        })
+    }
 }
 
 fn index_of(name: &str) -> Result<usize, String> {
@@ -59,71 +82,25 @@ fn main() -> ExitCode {
 
 fn real_main() -> Result<(), String> {
     match Cli::parse().cmd {
-        Cmd::Up {
-            hosts,
-            dir,
-            leaves,
-            intermediates,
-            no_sftp,
-            password_auth,
-        } => {
-            let dir = dir.map(|d| std::path::absolute(&d).unwrap_or(d));
-            let cfg = TestbedConfig {
-                hosts,
-                leaves,
-                intermediates: intermediates
-                    .iter()
-                    .map(|n| index_of(n))
-                    .collect::<Result<_, _>>()?,
-                no_sftp: no_sftp
-                    .iter()
-                    .map(|n| index_of(n))
-                    .collect::<Result<_, _>>()?,
-                password_auth,
-                extra_user: true,
-                dir,
-            };
-            let started = std::time::Instant::now();
-            let bed = Testbed::up(cfg).map_err(|e| e.to_string())?;
-            let elapsed = started.elapsed();
-            let config = bed.ssh_config();
-            println!("test bed up in {elapsed:.2?}: {}", bed.dir().display());
-            for h in bed.hosts() {
-                let mut notes = Vec::new();
-                if !h.reachable_from_root {
-                    notes.push(format!("leaf, via {}", h.via.as_deref().unwrap_or("?")));
-                }
-                if let Some(leaf) = h.leaf_addr {
-                    notes.push(format!("intermediate, leaf net {leaf}"));
-                }
-                if !h.sftp {
-                    notes.push("no sftp".to_string());
-                }
-                let notes = if notes.is_empty() {
-                    String::new()
-                } else {
-                    format!("  ({})", notes.join("; "))
-                };
-                println!(
-                    "  ssh -F {} {:<4} # {} netns {}{notes}",
-                    config.display(),
-                    h.name,
-                    h.addr,
-                    h.netns
-                );
-            }
-            println!(
-                "  user {} works too: ssh -F {} -l {} h1",
-                testbed::EXTRA_USER,
-                config.display(),
-                testbed::EXTRA_USER
-            );
-            if bed.password().is_some() {
-                println!("  password: in {}", bed.dir().join("password").display());
-            }
+        Cmd::Up(shape) => {
+            let bed = start(shape)?;
+            let text = describe(&bed);
+            // Kept before printing: a closed stdout must not take the hosts down with it.
             let dir = bed.keep().map_err(|e| e.to_string())?;
-            println!("remove with: scripts/testbed down {}", dir.display());
+            let mut out = std::io::stdout().lock();
+            let _ = write!(out, "{text}");
+            let _ = writeln!(out, "remove with: scripts/testbed down {}", dir.display());
             Ok(())
+        }
+        Cmd::Hold(shape) => {
+            let bed = start(shape)?;
+            let mut out = std::io::stdout().lock();
+            let _ = write!(out, "{}", describe(&bed));
+            let _ = writeln!(out, "press Enter or ^D to remove it");
+            let _ = out.flush();
+            drop(out);
+            let _ = std::io::stdin().lock().read_line(&mut String::new());
+            bed.down().map_err(|e| e.to_string())
         }
         Cmd::Down { dir: Some(dir) } => Testbed::down_dir(&dir).map_err(|e| e.to_string()),
         Cmd::Down { dir: None } => {
@@ -133,4 +110,51 @@ fn real_main() -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+fn start(shape: Shape) -> Result<Testbed, String> {
+    Testbed::up(shape.config()?).map_err(|e| e.to_string())
+}
+
+/// How to reach each host; the first line is `dir DIR`, which scripts can parse.
+fn describe(bed: &Testbed) -> String {
+    let config = bed.ssh_config();
+    let mut s = format!("dir {}\n", bed.dir().display());
+    for h in bed.hosts() {
+        let mut notes = Vec::new();
+        if let Some(via) = &h.via {
+            notes.push(format!("leaf, reached through {via}"));
+        }
+        if let Some(leaf) = h.leaf_addr {
+            notes.push(format!("intermediate, leaf network address {leaf}"));
+        }
+        if !h.sftp {
+            notes.push("no sftp".to_string());
+        }
+        let notes = if notes.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", notes.join("; "))
+        };
+        s.push_str(&format!(
+            "  ssh -F {} {:<4}  # {} in netns {}{notes}\n",
+            config.display(),
+            h.name,
+            h.addr,
+            h.netns
+        ));
+    }
+    s.push_str(&format!(
+        "  user {0} too: ssh -F {1} -l {0} h1\n",
+        testbed::EXTRA_USER,
+        config.display()
+    ));
+    if bed.password().is_some() {
+        s.push_str(&format!(
+            "  password (root and {}): in {}\n",
+            testbed::EXTRA_USER,
+            bed.dir().join("password").display()
+        ));
+    }
+    s
 }

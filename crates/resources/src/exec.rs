@@ -456,23 +456,32 @@ impl Resource for Exec {
             _ = ctx.cancel.cancelled() => None,
             stderr_tail = output => Some(stderr_tail),
         };
-        if let Some(pgid) = pgid {
-            let _ = killpg(pgid, Signal::SIGKILL);
+        let kill = || {
+            if let Some(pgid) = pgid {
+                let _ = killpg(pgid, Signal::SIGKILL);
+            }
+        };
+        let Some(stderr_tail) = outcome else {
+            kill();
+            let _ = tokio::time::timeout(KILL_GRACE, child.wait()).await;
+            return Ok(());
+        };
+        // It closed its output, so it is ending by itself: let it exit before forcing it.
+        let status = match tokio::time::timeout(KILL_GRACE, child.wait()).await {
+            Ok(status) => status,
+            Err(_) => {
+                kill();
+                child.wait().await
+            }
         }
-        let status = tokio::time::timeout(KILL_GRACE, child.wait()).await;
-        match (outcome, status) {
-            (None, _) => Ok(()),
-            (Some(stderr_tail), Ok(Ok(status))) => Err(exit_error(
-                "watchcmd",
-                &Finished {
-                    status,
-                    stderr_tail,
-                },
-            )),
-            (Some(_), _) => Err(ResourceError::failed(
-                "watchcmd closed its output and could not be reaped",
-            )),
-        }
+        .map_err(|e| ResourceError::failed(format!("waiting for watchcmd: {e}")))?;
+        Err(exit_error(
+            "watchcmd",
+            &Finished {
+                status,
+                stderr_tail,
+            },
+        ))
     }
 
     async fn check_apply(&self, ctx: &ApplyCtx, mode: Mode) -> Result<Outcome, ResourceError> {

@@ -119,6 +119,11 @@ impl Etcd {
         self.client
     }
 
+    /// The directory holding its data and log (removed on drop).
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -57,9 +57,22 @@ pub(super) async fn watch(spec: &FileSpec, ctx: WatchCtx) -> Result<(), Resource
             None => return Err(ResourceError::failed("the file watcher stopped")),
             Some(Err(e)) => {
                 tracing::warn!(path = %spec.path.display(), "file watcher error: {e}");
+                forget(&mut watcher, &mut watched, None);
                 true
             }
-            Some(Ok(event)) => is_relevant(&event, &targets),
+            Some(Ok(event)) if event.need_rescan() => {
+                forget(&mut watcher, &mut watched, None);
+                true
+            }
+            Some(Ok(event)) => {
+                let relevant = is_relevant(&event, &targets);
+                if relevant {
+                    // An event about a watched directory itself (deleted, moved) may leave its
+                    // watch on a dead inode: drop it so `rewatch` sets it up afresh.
+                    forget(&mut watcher, &mut watched, Some(&event.paths));
+                }
+                relevant
+            }
         };
         if relevant {
             rewatch(&mut watcher, &mut watched, &targets)?;
@@ -85,6 +98,22 @@ fn is_relevant(event: &Event, targets: &[Target]) -> bool {
             t.path.starts_with(changed) || changed.starts_with(t.path)
         })
     })
+}
+
+/// Drop the watches on `paths` (all of them with `None`).
+fn forget(
+    watcher: &mut RecommendedWatcher,
+    watched: &mut BTreeMap<PathBuf, bool>,
+    paths: Option<&[PathBuf]>,
+) {
+    watched.retain(|path, _| {
+        let keep = paths.is_some_and(|paths| !paths.contains(path));
+        if !keep {
+            // The watch may already be gone with its directory.
+            let _ = watcher.unwatch(path);
+        }
+        keep
+    });
 }
 
 /// What should be watched now: for each target, its nearest existing ancestor directory, and

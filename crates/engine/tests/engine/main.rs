@@ -7,4 +7,5 @@ mod common;
 mod failure;
 mod misc;
 mod order;
+mod real_kinds;
 mod swap;

@@ -8,6 +8,23 @@
 //! own namespaces: its subnets live in 10.213.0.0/16, nothing is forwarded or NATed, and the leaf
 //! network gets an `unreachable` route in the root namespace so it cannot leak via the default
 //! route. It needs root; it never installs anything (scripts/testbed does).
+//!
+//! ```no_run
+//! use testbed::{Testbed, TestbedConfig};
+//!
+//! let bed = Testbed::up(TestbedConfig { hosts: 3, no_sftp: vec![2], ..Default::default() })?;
+//! let h1 = &bed.hosts()[0];
+//! // Point the client at bed.ssh_config() (aliases h1..), bed.known_hosts(), bed.client_key().
+//! let out = std::process::Command::new("ssh").arg("-F").arg(bed.ssh_config()).args(["h1", "true"]).output();
+//! assert!(bed.exists(h1, "/tmp"));                       // the host's own /tmp
+//! let out = bed.exec(h1, "ls /root/.cache/mgmt")?;       // inside the host's namespaces
+//! bed.down()?;                                           // or just drop it
+//! # Ok::<(), testbed::TestbedError>(())
+//! ```
+//!
+//! Several test beds may run at once, from any number of processes: each claims a slot (see
+//! `slots`) that fixes its names and subnets. A run that crashed is cleaned up by the next
+//! `Testbed::up` on the machine, or by `scripts/testbed down`.
 
 mod error;
 mod etcd;
@@ -818,17 +835,27 @@ fn render_ssh_config(hosts: &[Host], key: &Path, known: &Path, inside: bool) -> 
             h.addr
         };
         c.push_str(&format!(
-            "\nHost {}\n  HostName {addr}\n  Port {}\n  User root\n  IdentityFile \"{}\"\n  IdentitiesOnly yes\n  UserKnownHostsFile \"{}\"\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n  BatchMode yes\n",
+            "\nHost {}\n  HostName {addr}\n  Port {}\n  User root\n  IdentityFile {}\n  IdentitiesOnly yes\n  UserKnownHostsFile {}\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n  BatchMode yes\n",
             h.name,
             h.port,
-            key.display(),
-            known.display()
+            config_path(key),
+            config_path(known)
         ));
         if !inside && let Some(via) = &h.via {
             c.push_str(&format!("  ProxyJump {via}\n"));
         }
     }
     c
+}
+
+/// A path as an ssh_config value: quoted only when it must be (not every parser unquotes).
+fn config_path(path: &Path) -> String {
+    let text = path.display().to_string();
+    if text.contains(char::is_whitespace) {
+        format!("\"{text}\"")
+    } else {
+        text
+    }
 }
 
 /// Whether a TCP connection to `target` succeeds, made from inside the network namespace at

@@ -197,9 +197,9 @@ pub(crate) fn claim(
     dir_for: impl FnOnce(u16) -> PathBuf,
 ) -> Result<Claim, TestbedError> {
     let _lock = TableLock::take()?;
-    let claims = reap_dead()?;
+    let taken = reap_dead();
     let slot = (0..SLOTS)
-        .find(|s| !claims.iter().any(|c| c.slot == *s))
+        .find(|s| !taken.live.iter().any(|c| c.slot == *s) && !taken.stuck.contains(s))
         .ok_or(TestbedError::NoFreeSlot { slots: SLOTS })?;
     let claim = Claim {
         slot,
@@ -210,38 +210,44 @@ pub(crate) fn claim(
     Ok(claim)
 }
 
-/// Removes every crashed run (dead owner, or names without any claim) and returns the live
-/// claims. Must be called with the table lock held.
-fn reap_dead() -> Result<Vec<Claim>, TestbedError> {
-    let mut live = Vec::new();
-    let mut first_err = None;
+/// The slot table after removing crashed runs.
+struct Table {
+    live: Vec<Claim>,
+    /// Slots whose leftovers could not be removed: not reused, retried next time.
+    stuck: Vec<u16>,
+}
+
+/// Removes every crashed run (dead owner, or names without any claim). A leftover that cannot
+/// be removed is reported on stderr and its slot avoided, so it never blocks new test beds.
+/// Must be called with the table lock held.
+fn reap_dead() -> Table {
+    let mut table = Table {
+        live: Vec::new(),
+        stuck: Vec::new(),
+    };
     let mut claimed = Vec::new();
+    let remove = |slot: u16, dir: Option<PathBuf>, stuck: &mut Vec<u16>| {
+        if let Err(e) = teardown(Names { slot }, dir.as_deref()) {
+            eprintln!("testbed: cannot remove leftovers of crashed test bed slot {slot}: {e}");
+            stuck.push(slot);
+        }
+    };
     for slot in 0..SLOTS {
         if !state_path(slot).exists() {
             continue;
         }
         claimed.push(slot);
         match Claim::read(slot) {
-            Some(c) if c.owner.alive() => live.push(c),
-            other => {
-                let dir = other.map(|c| c.dir);
-                if let Err(e) = teardown(Names { slot }, dir.as_deref()) {
-                    first_err.get_or_insert(e);
-                }
-            }
+            Some(c) if c.owner.alive() => table.live.push(c),
+            other => remove(slot, other.map(|c| c.dir), &mut table.stuck),
         }
     }
     for slot in orphan_slots() {
-        if !claimed.contains(&slot)
-            && let Err(e) = teardown(Names { slot }, None)
-        {
-            first_err.get_or_insert(e);
+        if !claimed.contains(&slot) {
+            remove(slot, None, &mut table.stuck);
         }
     }
-    match first_err {
-        Some(e) => Err(e),
-        None => Ok(live),
-    }
+    table
 }
 
 /// Slots that have namespaces or links on this machine.
@@ -273,9 +279,8 @@ fn list_dir(path: &Path) -> Vec<String> {
 /// the table lock, so it never races a claim in progress.
 pub(crate) fn teardown_where(pick: impl Fn(&Claim) -> bool) -> Result<Vec<Claim>, TestbedError> {
     let _lock = TableLock::take()?;
-    let live = reap_dead()?;
     let mut removed = Vec::new();
-    for claim in live.into_iter().filter(|c| pick(c)) {
+    for claim in reap_dead().live.into_iter().filter(|c| pick(c)) {
         teardown(Names { slot: claim.slot }, Some(&claim.dir))?;
         removed.push(claim);
     }

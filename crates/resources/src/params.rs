@@ -62,14 +62,19 @@ impl Params {
 
     /// A string; `""` and `null` are unset.
     pub(crate) fn string(&mut self, field: &str) -> Result<Option<String>, BuildError> {
+        Ok(self.text(field)?.filter(|s| !s.is_empty()))
+    }
+
+    /// A string where `""` is a value. Numbers and booleans are taken as their text, as mgmt's
+    /// YAML decoder does for string fields (`content: 42`).
+    pub(crate) fn text(&mut self, field: &str) -> Result<Option<String>, BuildError> {
         match self.take(field) {
             None => Ok(None),
-            Some(Value::String(s)) if s.is_empty() => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(other) => Err(bad(
+            Some(v @ (Value::Array(_) | Value::Object(_))) => Err(bad(
                 field,
-                format!("expected a string, found {}", type_name(&other)),
+                format!("expected a string, found {}", type_name(&v)),
             )),
+            Some(other) => Ok(scalar_string(other)),
         }
     }
 

@@ -124,7 +124,11 @@ fn errors_point_at_the_field() {
             json!({"path": "/tmp/x", "recurse": "yes"}),
             "recurse",
         ),
-        ("file", json!({"path": "/tmp/x", "content": 5}), "content"),
+        (
+            "file",
+            json!({"path": "/tmp/x", "content": ["a"]}),
+            "content",
+        ),
         ("file", json!({"dirname": "/tmp"}), "dirname"),
         (
             "file",
@@ -222,6 +226,15 @@ fn mgmt_compat_forms() {
     // Owner and group may be numeric.
     let p = params("file", "/tmp/x", json!({"owner": 0, "group": "65534"}));
     assert_eq!((&p["owner"], &p["group"]), (&json!("0"), &json!("65534")));
+    // Scalars are text in string fields, as mgmt's YAML decoder has it.
+    assert_eq!(
+        params("file", "/tmp/x", json!({"content": 42}))["content"],
+        json!("42")
+    );
+    assert_eq!(
+        params("exec", "e", json!({"cmd": "x", "cwd": 7}))["cwd"],
+        json!("7")
+    );
     // content "" is an empty file, not unset.
     assert_eq!(
         params("file", "/tmp/x", json!({"content": ""}))["content"],

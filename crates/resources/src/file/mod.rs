@@ -80,11 +80,7 @@ impl FileSpec {
             }
         };
         // `content: ""` is content (an empty file), unlike every other field's "".
-        let content = match p.take("content") {
-            None => None,
-            Some(Value::String(s)) => Some(s),
-            Some(_) => return Err(bad("content", "expected a string")),
-        };
+        let content = p.text("content")?;
         let spec = FileSpec {
             path,
             is_dir,

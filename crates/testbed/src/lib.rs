@@ -570,7 +570,10 @@ impl Testbed {
         for h in &self.hosts {
             root.push_str(&format!("netns add {}\n", h.netns));
         }
+        // `addrgenmode none` before `up`: no IPv6 link-local address on any root-side link,
+        // so the root namespace has no IPv6 path either (in particular into the leaf network).
         root.push_str(&format!("link add {} type bridge\n", n.bridge()));
+        root.push_str(&format!("link set {} addrgenmode none\n", n.bridge()));
         root.push_str(&format!(
             "addr add {}/24 dev {}\n",
             n.main_addr(1),
@@ -580,9 +583,10 @@ impl Testbed {
         if has_leaf_net {
             // No address on this bridge: the root namespace has no way into the leaf network.
             root.push_str(&format!("link add {} type bridge\n", n.leaf_bridge()));
+            root.push_str(&format!("link set {} addrgenmode none\n", n.leaf_bridge()));
             root.push_str(&format!("link set {} up\n", n.leaf_bridge()));
             // Without this, packets for the leaf subnet would follow the default route out.
-            root.push_str(&format!("route add unreachable {}\n", n.leaf_subnet()));
+            root.push_str(&format!("route replace unreachable {}\n", n.leaf_subnet()));
         }
         let mut per_host = Vec::new();
         for h in &self.hosts {
@@ -600,6 +604,7 @@ impl Testbed {
                     "link add {outer} type veth peer name eth{i} netns {}\n",
                     h.netns
                 ));
+                root.push_str(&format!("link set {outer} addrgenmode none\n"));
                 root.push_str(&format!("link set {outer} master {bridge} up\n"));
                 inner.push_str(&format!(
                     "addr add {addr}/24 dev eth{i}\nlink set eth{i} up\n"

@@ -55,6 +55,29 @@ fn leaves_are_reachable_only_through_an_intermediate() {
         "{err}"
     );
 
+    // No root-side link of the leaf network has any address, IPv6 link-local included.
+    let slot = &h1.netns["mgmt-tb".len()..][..3];
+    for link in [
+        format!("mt{slot}l"),
+        format!("mt{slot}w3"),
+        format!("mt{slot}w4"),
+    ] {
+        let out = Command::new("ip")
+            .args(["-o", "addr", "show", "dev", &link])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{link}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "{link}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
     // From the intermediate's namespace, with the real client and the generated files.
     let out = Command::new("ip")
         .args(["netns", "exec", &h1.netns, "ssh", "-i"])

@@ -395,7 +395,7 @@ fn remote_name(file: &Path) -> Result<String, Error> {
     if name.starts_with('.') {
         return Err(bad("hidden names are reserved for temporary files"));
     }
-    if matches!(name, "mgmt" | "store.cred") {
+    if matches!(name, "mgmt" | "store.cred" | "mgmt.pid") {
         return Err(bad(
             "the name is reserved for the binary and the credentials",
         ));
@@ -684,8 +684,10 @@ fn child_command(
         args.push(format!("--converged-timeout={t}"));
     }
     let bin_q = quote(bin);
+    let pid_file = quote(&format!("{run_dir}/mgmt.pid"));
     format!(
-        "echo \"mgmt-pid: $$ $(sed 's/^.*) //' /proc/$$/stat | cut -d' ' -f20)\"; \
+        "st=$(sed 's/^.*) //' /proc/$$/stat | cut -d' ' -f20); echo \"$$ $st\" > {pid_file}; \
+         echo \"mgmt-pid: $$ $st\"; \
          if ! printf '%s  %s\\n' {hash} {bin_q} | sha256sum -c --status; then \
          echo \"mgmt-remote: \"{bin_q}\" does not match sha256 {hash}\" >&2; exit 126; fi; \
          exec {bin_q} {}",
@@ -790,10 +792,8 @@ async fn supervise(
                 deadline = tokio::time::Instant::now();
             }
             _ = tokio::time::sleep_until(deadline), if stopping => {
-                if let Some(pid) = &pid {
-                    if let Err(e) = kill(s, pid, force.is_cancelled()).await {
-                        warn(shared, &host, format!("cannot stop the child on {host}: {e}")).await;
-                    }
+                if let Err(e) = kill(s, pid.as_ref(), &r.run_dir, force.is_cancelled()).await {
+                    warn(shared, &host, format!("cannot stop the child on {host}: {e}")).await;
                 }
                 // If the channel still does not close (lost connection), give up on it.
                 tokio::select! {
@@ -877,40 +877,54 @@ async fn warn(shared: &Shared, host: &str, message: String) {
         .await;
 }
 
-/// TERM then KILL the child's process group, but only if the pid still belongs to the
-/// process we started (same start time): pids get recycled.
-async fn kill(s: &Session, pid: &Pid, force: bool) -> Result<(), Error> {
-    let (pid, start) = pid;
+/// Shell that stops the child: TERM then KILL its process group, but only if the pid still
+/// belongs to the process we started (same start time), since pids get recycled. Without a pid
+/// from the output (cancelled right after exec), the pid file in the run dir is used.
+fn stop_script(pid: Option<&Pid>, run_dir: &str, force: bool) -> String {
     let tries = if force { 0 } else { 30 };
-    let script = format!(
-        "p={pid}; st={start}; \
+    let load = match pid {
+        Some((p, st)) => format!("p={p}; st={st}"),
+        None => format!(
+            "p=; st=; {{ read -r p st < {}; }} 2>/dev/null; \
+             case \"$p$st\" in *[!0-9]*) p= ;; esac",
+            quote(&format!("{run_dir}/mgmt.pid"))
+        ),
+    };
+    format!(
+        "{load}; \
          alive() {{ f=$(sed 's/^.*) //' /proc/$p/stat 2>/dev/null) || return 1; set -- $f; \
          [ \"$1\" != Z ] && [ \"${{20}}\" = \"$st\" ]; }}; \
-         if alive; then \
+         if [ -n \"$p\" ] && alive; then \
            kill -TERM -$p 2>/dev/null || kill -TERM $p 2>/dev/null; \
            i=0; while [ $i -lt {tries} ] && alive; do sleep 0.1; i=$((i+1)); done; \
            if alive; then kill -KILL -$p 2>/dev/null || kill -KILL $p 2>/dev/null; fi; \
-         fi; exit 0"
-    );
+         fi"
+    )
+}
+
+async fn kill(s: &Session, pid: Option<&Pid>, run_dir: &str, force: bool) -> Result<(), Error> {
+    let script = format!("{}; exit 0", stop_script(pid, run_dir, force));
     s.run_ok("stopping the child", &sh(&script), None, Step::Cleanup)
         .await?;
     Ok(())
 }
 
-/// Removes the run dir (and with it an uncached binary); failures are warnings.
+/// Stops a child that may still run (a no-op when it is gone) and removes the run dir (with
+/// an uncached binary), in one exec. Failures are warnings.
 async fn cleanup(shared: &Shared, s: &Session, p: &Progress, pid: Option<Pid>, force: bool) {
-    // A child left from a setup interrupted after exec is stopped first.
-    if let Some(pid) = &pid {
-        let _ = kill(s, pid, force).await;
-    }
-    if let Some(dir) = &p.run_dir {
-        let script = format!("rm -rf -- {}", quote(dir));
-        if let Err(e) = s
-            .run_ok("run dir removal", &sh(&script), None, Step::Cleanup)
-            .await
-        {
-            warn(shared, &p.host, format!("cannot remove {dir}: {e}")).await;
-        }
+    let Some(dir) = &p.run_dir else {
+        return;
+    };
+    let script = format!(
+        "{}; rm -rf -- {}",
+        stop_script(pid.as_ref(), dir, force),
+        quote(dir)
+    );
+    if let Err(e) = s
+        .run_ok("run dir removal", &sh(&script), None, Step::Cleanup)
+        .await
+    {
+        warn(shared, &p.host, format!("cannot remove {dir}: {e}")).await;
     }
 }
 

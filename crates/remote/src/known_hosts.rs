@@ -87,12 +87,12 @@ pub fn recorded_algorithms(path: &Path, host: &str, port: u16) -> Vec<russh::key
     let name = host_entry_name(host, port).to_ascii_lowercase();
     let mut algs = Vec::new();
     for entry in text.lines().filter_map(parse_line) {
-        if entry.marker.is_none() && hosts_match(entry.hosts, &name) {
-            if let Ok(k) = russh::keys::parse_public_key_base64(entry.key_b64) {
-                if !algs.contains(&k.algorithm()) {
-                    algs.push(k.algorithm());
-                }
-            }
+        if entry.marker.is_none()
+            && hosts_match(entry.hosts, &name)
+            && let Ok(k) = russh::keys::parse_public_key_base64(entry.key_b64)
+            && !algs.contains(&k.algorithm())
+        {
+            algs.push(k.algorithm());
         }
     }
     algs

@@ -530,11 +530,11 @@ async fn authenticate(
 
     let mut files: Vec<PathBuf> = opts.identities.clone();
     files.extend(ep.identity_files.iter().cloned());
-    if opts.default_identities {
-        if let Some(home) = ssh_config::home_dir() {
-            for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
-                files.push(home.join(".ssh").join(name));
-            }
+    if opts.default_identities
+        && let Some(home) = ssh_config::home_dir()
+    {
+        for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+            files.push(home.join(".ssh").join(name));
         }
     }
     let mut seen = Vec::new();
@@ -601,14 +601,13 @@ async fn authenticate(
             }
         }
         tried.push("password prompt".to_string());
-        if let Some(pw) = prompt::ask(format!("{user}@{}'s password: ", ep.label), false).await {
-            if let AuthResult::Success = handle
+        if let Some(pw) = prompt::ask(format!("{user}@{}'s password: ", ep.label), false).await
+            && let AuthResult::Success = handle
                 .authenticate_password(user, pw)
                 .await
                 .map_err(ssh(Step::Auth))?
-            {
-                return Ok(());
-            }
+        {
+            return Ok(());
         }
     }
 

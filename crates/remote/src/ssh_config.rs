@@ -150,10 +150,8 @@ impl SshConfig {
                     "user" => set_once(&mut p.user, || value.clone()),
                     "port" => set_once(&mut p.port, || value.parse().unwrap_or(22)),
                     "identityfile" => p.identity_files.push(expand_tilde(value)),
-                    "proxyjump" => {
-                        if p.proxy_jump.is_none() {
-                            p.proxy_jump = Some(value.clone());
-                        }
+                    "proxyjump" if p.proxy_jump.is_none() => {
+                        p.proxy_jump = Some(value.clone());
                     }
                     "userknownhostsfile" => set_once(&mut p.user_known_hosts_file, || {
                         // Several files may be listed; the first is the one we read and learn to.

@@ -167,12 +167,11 @@ async fn sftp_upload(
     let version = sftp.init().await.map_err(sftp_err(s))?;
     let posix_rename = version.extensions.contains_key("posix-rename@openssh.com");
     let mut chunk = 32 * 1024;
-    if version.extensions.contains_key("limits@openssh.com") {
-        if let Ok(l) = sftp.limits().await {
-            if l.max_write_len > 0 {
-                chunk = chunk.min(l.max_write_len as usize);
-            }
-        }
+    if version.extensions.contains_key("limits@openssh.com")
+        && let Ok(l) = sftp.limits().await
+        && l.max_write_len > 0
+    {
+        chunk = chunk.min(l.max_write_len as usize);
     }
     let tmp = format!("{dir}/.mgmt.{}.tmp", random_suffix());
     let attrs = FileAttributes {
@@ -193,10 +192,10 @@ async fn sftp_upload(
         let mut inflight = futures::stream::FuturesUnordered::new();
         let mut offset = 0u64;
         for c in bytes.chunks(chunk) {
-            if inflight.len() >= 32 {
-                if let Some(r) = inflight.next().await {
-                    r?;
-                }
+            if inflight.len() >= 32
+                && let Some(r) = inflight.next().await
+            {
+                r?;
             }
             inflight.push(sftp.write(handle.clone(), offset, c.to_vec()));
             offset += c.len() as u64;

@@ -36,6 +36,27 @@ struct Participants {
     next: u64,
     /// id -> (name, busy)
     all: BTreeMap<u64, (Arc<str>, bool)>,
+    /// How many in `all` are busy (kept so an update is O(log n), not a scan).
+    busy: usize,
+}
+
+impl Participants {
+    /// Sets (or, with `None`, removes) participant `id`'s busy flag, keeping the count.
+    fn set(&mut self, id: u64, busy: Option<bool>) {
+        let was = match busy {
+            Some(b) => self
+                .all
+                .get_mut(&id)
+                .map(|e| std::mem::replace(&mut e.1, b)),
+            None => self.all.remove(&id).map(|e| e.1),
+        };
+        if was == Some(true) {
+            self.busy -= 1;
+        }
+        if busy == Some(true) && was.is_some() {
+            self.busy += 1;
+        }
+    }
 }
 
 /// One participant. It starts busy; dropping it unregisters it.
@@ -73,6 +94,7 @@ impl Converger {
             id = p.next;
             p.next += 1;
             p.all.insert(id, (Arc::from(name), true));
+            p.busy += 1;
         });
         ConvergerHandle {
             id,
@@ -126,7 +148,7 @@ impl Inner {
     fn update(&self, f: impl FnOnce(&mut Participants)) {
         let mut p = self.participants.lock().expect("converger lock");
         f(&mut p);
-        let all_idle = p.all.values().all(|(_, busy)| !busy);
+        let all_idle = p.busy == 0;
         // Publishing under the lock keeps updates from two participants in order.
         self.tx.send_if_modified(|s| {
             if s.converged == all_idle {
@@ -143,19 +165,13 @@ impl Inner {
 
 impl ConvergerHandle {
     pub fn set_busy(&self, busy: bool) {
-        self.inner.update(|p| {
-            if let Some(entry) = p.all.get_mut(&self.id) {
-                entry.1 = busy;
-            }
-        });
+        self.inner.update(|p| p.set(self.id, Some(busy)));
     }
 }
 
 impl Drop for ConvergerHandle {
     fn drop(&mut self) {
-        self.inner.update(|p| {
-            p.all.remove(&self.id);
-        });
+        self.inner.update(|p| p.set(self.id, None));
     }
 }
 

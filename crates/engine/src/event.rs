@@ -51,3 +51,42 @@ fn display<S: Serializer>(id: &ResId, s: S) -> Result<S::Ok, S::Error> {
 fn display_all<S: Serializer>(ids: &[ResId], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(ids.iter().map(ToString::to_string))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_serialise_as_tagged_json_with_readable_ids() {
+        let id = ResId::new("file", "/tmp/f");
+        let applied = EngineEvent::Applied {
+            id: id.clone(),
+            outcome: Outcome::WouldChange,
+            refresh: true,
+            ms: 3,
+        };
+        let failed = EngineEvent::Failed {
+            id: id.clone(),
+            error: "boom".into(),
+            attempt: 2,
+            will_retry: false,
+        };
+        let swapped = EngineEvent::Swapped {
+            added: vec![id.clone()],
+            removed: vec![],
+            kept: vec![id],
+        };
+        let json: Vec<String> = [applied, failed, swapped]
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap())
+            .collect();
+        assert_eq!(
+            json,
+            [
+                r#"{"event":"applied","id":"file[/tmp/f]","outcome":"would_change","refresh":true,"ms":3}"#,
+                r#"{"event":"failed","id":"file[/tmp/f]","error":"boom","attempt":2,"will_retry":false}"#,
+                r#"{"event":"swapped","added":["file[/tmp/f]"],"removed":[],"kept":["file[/tmp/f]"]}"#,
+            ]
+        );
+    }
+}

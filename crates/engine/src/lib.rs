@@ -11,7 +11,9 @@
 //! Each vertex has a worker task and a watch task (owned and awaited by the worker). The watch
 //! runs `Resource::watch`; with `meta.poll > 0` a timer replaces it (an event at once, then one
 //! every `poll` seconds). A failed watch is reported (`WatchFailed`) and restarted after
-//! `meta.delay` ms (1 s when that is 0); the worker keeps running meanwhile. Watch events are
+//! `meta.delay` ms (1 s when that is 0); the worker keeps running meanwhile, and each failure
+//! counts as an event (the state may have changed unseen), so a vertex whose watch cannot be
+//! established is still checked, at the retry pace. Watch events are
 //! coalesced: they set a flag, they are not queued.
 //!
 //! The worker's status is a handful of flags; the states they encode:

@@ -241,7 +241,7 @@ impl Vertex {
                 let (attempt, will_retry) = self.with_status(|st| {
                     st.running = false;
                     st.refresh |= refresh;
-                    st.failures += 1;
+                    st.failures = st.failures.saturating_add(1);
                     let retries_left = meta.retry < 0 || i64::from(st.failures) <= meta.retry;
                     st.retry_at = Some(Instant::now() + Duration::from_millis(meta.delay));
                     if retries_left {
@@ -347,6 +347,10 @@ async fn watch_loop(v: Arc<Vertex>, shared: Arc<Shared>, sink: EventSink) {
                     id: v.id.clone(),
                     error: e.to_string(),
                 });
+                // Changes may go unseen while the watch is down, so check now and after each
+                // failed restart (a poll at the retry pace). This also lets a vertex whose
+                // watch never comes up be checked and become idle instead of staying busy.
+                ctx.event();
                 tokio::select! {
                     _ = sleep(pause) => {}
                     _ = ctx.cancel.cancelled() => return,

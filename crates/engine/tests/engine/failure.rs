@@ -144,10 +144,39 @@ async fn a_failed_watch_is_reported_and_restarted() {
             error: "watch broke".into()
         }
     );
+    // The failure counts as an event: the vertex is checked even before the watch is back.
     rig.events.applied(&pid("w")).await;
-    assert_eq!(lab.watch_starts("w"), 2);
-    // The restarted watch delivers events.
+    lab.wait_until("watch restarted", |s| {
+        s.watch_starts.get("w") == Some(&2) && s.watches_active.get("w") == Some(&1)
+    })
+    .await;
     lab.trigger("w");
     rig.events.applied(&pid("w")).await;
     rig.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_that_never_comes_up_is_still_checked_and_converges() {
+    let lab = Lab::new();
+    let script = Script {
+        default: Some(Outcome::Changed),
+        watch_failures: AtomicU32::new(u32::MAX),
+        ..Script::default()
+    };
+    let w = Probe::new(&lab, "w").script(script).meta(|m| m.delay = 10);
+    let mut rig = rig(false);
+    rig.engine
+        .swap(graph(
+            vec![w.arc(), Probe::new(&lab, "child").arc()],
+            &[("w", "child", false)],
+        ))
+        .await
+        .unwrap();
+    rig.events.applied(&pid("child")).await;
+    // Checked again at the watch's retry pace.
+    rig.events.applied(&pid("w")).await;
+    rig.events.applied(&pid("w")).await;
+    rig.converged().await;
+    rig.engine.shutdown().await;
+    assert_eq!(lab.watches_active(), 0);
 }

@@ -1,0 +1,152 @@
+//! Bad input against the embedded server: garbage on the socket, unknown users, wrong passwords,
+//! keys outside a user's prefix. Each gets a clear error; the server keeps serving and nothing
+//! already stored is lost.
+
+mod common;
+
+use std::time::Duration;
+
+use store::{Store, StoreError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const TIMEOUT: Duration = Duration::from_secs(15);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_socket_does_not_hurt_other_clients() {
+    let server = common::start_ours().await;
+    let url = server.client_url();
+    let good = Store::connect(&[url.clone()], None).await.unwrap();
+    good.put("/kept", "1").await.unwrap();
+
+    // A client that sends garbage and stays connected, another that speaks HTTP/1, and one that
+    // sends a valid HTTP/2 preface followed by nonsense.
+    let mut idle = TcpStream::connect(server.local_addr()).await.unwrap();
+    idle.write_all(&[0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3])
+        .await
+        .unwrap();
+    let mut http1 = TcpStream::connect(server.local_addr()).await.unwrap();
+    http1
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut h2 = TcpStream::connect(server.local_addr()).await.unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    h2.write_all(&[0xff; 64]).await.unwrap();
+
+    // The server hangs up on the garbage (EOF or reset), without waiting for more.
+    for (what, sock) in [
+        ("garbage", &mut idle),
+        ("http/1", &mut http1),
+        ("bad h2", &mut h2),
+    ] {
+        let mut buf = vec![0u8; 4096];
+        let closed = tokio::time::timeout(TIMEOUT, async {
+            loop {
+                match sock.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "the server closes a {what} connection");
+    }
+
+    // Meanwhile, and afterwards, real clients are served and the data is intact.
+    assert_eq!(good.get("/kept").await.unwrap(), Some(b"1".to_vec()));
+    let fresh = Store::connect(&[url], None).await.unwrap();
+    fresh.put("/after", "2").await.unwrap();
+    assert_eq!(fresh.get("/kept").await.unwrap(), Some(b"1".to_vec()));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_host_users_are_confined_to_their_prefix() {
+    let server = common::start_ours().await;
+    let url = server.client_url();
+    let open = Store::connect(&[url.clone()], None).await.unwrap();
+    open.put("/_mgmt/exported/h2/resources/file/x", "{}")
+        .await
+        .unwrap();
+
+    // What the remote mode does: one user per host with a per-run secret, then auth on.
+    server
+        .add_prefix_user("h1", "s3cret-h1", "/_mgmt/exported/h1/")
+        .unwrap();
+    server.enable_auth("rootpw").unwrap();
+    let err = server.add_prefix_user("h1", "again", "/x/").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("etcdserver: user name already exists"),
+        "{err}"
+    );
+
+    // The connection opened before auth now has no token.
+    let err = open
+        .get("/_mgmt/exported/h2/resources/file/x")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("etcdserver: user name is empty"),
+        "{err}"
+    );
+
+    let creds = |u: &str, p: &str| Some((u.to_string(), p.to_string()));
+    for (user, pw) in [("nobody", "s3cret-h1"), ("h1", "wrong")] {
+        let err = Store::connect(&[url.clone()], creds(user, pw))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Connect { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("etcdserver: authentication failed, invalid user ID or password"),
+            "{text}"
+        );
+        assert!(!text.contains(pw), "no password in errors: {text}");
+    }
+
+    let h1 = Store::connect(&[url.clone()], creds("h1", "s3cret-h1"))
+        .await
+        .unwrap();
+    h1.put("/_mgmt/exported/h1/resources/file/a", "{}")
+        .await
+        .unwrap();
+    let err = h1
+        .put("/_mgmt/exported/h2/resources/file/x", "overwrite")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Request { op: "put", key, .. } if key == "/_mgmt/exported/h2/resources/file/x"),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("etcdserver: permission denied"),
+        "{err}"
+    );
+    let err = h1.get("/_mgmt/converged/h2").await.unwrap_err();
+    assert!(
+        err.to_string().contains("etcdserver: permission denied"),
+        "{err}"
+    );
+
+    // Nothing was lost or changed by the refused requests.
+    let root = Store::connect(&[url.clone()], creds("root", "rootpw"))
+        .await
+        .unwrap();
+    assert_eq!(
+        root.get("/_mgmt/exported/h2/resources/file/x")
+            .await
+            .unwrap(),
+        Some(b"{}".to_vec())
+    );
+    assert_eq!(
+        root.get("/_mgmt/exported/h1/resources/file/a")
+            .await
+            .unwrap(),
+        Some(b"{}".to_vec())
+    );
+    server.shutdown().await;
+}

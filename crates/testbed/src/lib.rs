@@ -63,6 +63,8 @@ pub struct TestbedConfig {
     /// Hosts only on the leaf network, unreachable from the root namespace: `h(N+1)..`.
     pub leaves: usize,
     /// Which of the first `hosts` are also on the leaf network (needed when `leaves > 0`).
+    /// Each gets its own `/root/.ssh` (`id_ed25519` = the client key, `known_hosts`, and a
+    /// `config` with the `hN` aliases of the leaf network) so it can reach the leaves itself.
     pub intermediates: Vec<usize>,
     /// Hosts whose sshd has no sftp subsystem.
     pub no_sftp: Vec<usize>,

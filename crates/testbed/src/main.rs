@@ -20,7 +20,7 @@ struct Cli {
 enum Cmd {
     /// Build N hosts reachable from here and keep them running after this command exits.
     Up(Shape),
-    /// Build N hosts, print the directory, and remove everything when stdin ends (Enter or ^D).
+    /// Build N hosts, print the directory, and remove everything on Enter, ^D or ^C.
     Hold(Shape),
     /// Remove the test bed in DIR, or without DIR every kept one and any crashed leftovers.
     Down { dir: Option<PathBuf> },
@@ -93,13 +93,14 @@ fn real_main() -> Result<(), String> {
             Ok(())
         }
         Cmd::Hold(shape) => {
+            let stop = stop_requests();
             let bed = start(shape)?;
             let mut out = std::io::stdout().lock();
             let _ = write!(out, "{}", describe(&bed));
-            let _ = writeln!(out, "press Enter or ^D to remove it");
+            let _ = writeln!(out, "press Enter, ^D or ^C to remove it");
             let _ = out.flush();
             drop(out);
-            let _ = std::io::stdin().lock().read_line(&mut String::new());
+            let _ = stop.recv();
             bed.down().map_err(|e| e.to_string())
         }
         Cmd::Down { dir: Some(dir) } => Testbed::down_dir(&dir).map_err(|e| e.to_string()),
@@ -110,6 +111,35 @@ fn real_main() -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// A channel that receives once stdin has a line or ends, or SIGINT/SIGTERM/SIGHUP arrives.
+/// Must be called before any other thread exists: the signals are blocked in every thread and
+/// taken by `sigwait` in one, so ^C tears the test bed down instead of leaving it behind.
+fn stop_requests() -> std::sync::mpsc::Receiver<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    // SAFETY: plain signal-set manipulation on a local, zero-initialised sigset_t.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    let on_signal = tx.clone();
+    std::thread::spawn(move || {
+        let mut sig = 0;
+        // SAFETY: `set` is a valid signal set; sigwait writes the signal number into `sig`.
+        unsafe { libc::sigwait(&set, &mut sig) };
+        let _ = on_signal.send(());
+    });
+    std::thread::spawn(move || {
+        let _ = std::io::stdin().lock().read_line(&mut String::new());
+        let _ = tx.send(());
+    });
+    rx
 }
 
 fn start(shape: Shape) -> Result<Testbed, String> {

@@ -52,8 +52,8 @@ pub struct FleetConfig {
     pub ssh_config: Option<PathBuf>,
     /// Identity files tried before the ssh_config ones and the defaults.
     pub identities: Vec<PathBuf>,
-    /// Try keys of the ssh-agent at SSH_AUTH_SOCK.
-    pub use_agent: bool,
+    /// The ssh-agent socket whose keys are tried first (`new` takes SSH_AUTH_SOCK).
+    pub agent_socket: Option<PathBuf>,
     /// Try `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`.
     pub default_identities: bool,
     pub allow_interactive: bool,
@@ -68,7 +68,8 @@ pub struct FleetConfig {
 }
 
 impl FleetConfig {
-    /// Defaults as the CLI wants them: caching on, `/tmp`, `~/.ssh/config` if it exists.
+    /// Defaults as the CLI wants them: caching on, `/tmp`, `~/.ssh/config` if it exists, the
+    /// ssh-agent at SSH_AUTH_SOCK.
     pub fn new(binary: PathBuf, binary_hash: String, store_addr: SocketAddr) -> Self {
         let ssh_config = ssh_config::home_dir()
             .map(|h| h.join(".ssh/config"))
@@ -83,7 +84,9 @@ impl FleetConfig {
             accept_new_host_keys: false,
             ssh_config,
             identities: Vec::new(),
-            use_agent: true,
+            agent_socket: std::env::var_os("SSH_AUTH_SOCK")
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
             default_identities: true,
             allow_interactive: false,
             child: ChildArgs::default(),
@@ -284,7 +287,7 @@ pub async fn run_fleet(
         accept_new_host_keys: cfg.accept_new_host_keys,
         ssh_config: config,
         identities: cfg.identities.clone(),
-        use_agent: cfg.use_agent,
+        agent_socket: cfg.agent_socket.clone(),
         default_identities: cfg.default_identities,
         allow_interactive: cfg.allow_interactive,
         connect_timeout: cfg.connect_timeout,
@@ -377,8 +380,9 @@ async fn cancellable<T>(
     f: impl Future<Output = Result<T, Error>>,
 ) -> Result<T, Stop> {
     tokio::select! {
-        r = f => r.map_err(|e| Stop::Failed(step_of(&e, step), e)),
+        biased;
         _ = cancel.cancelled() => Err(Stop::Cancelled),
+        r = f => r.map_err(|e| Stop::Failed(step_of(&e, step), e)),
     }
 }
 
@@ -459,11 +463,13 @@ async fn host_main(
     p: &mut Progress,
 ) -> (HostOutcome, Option<ChildExit>, bool) {
     let permit = tokio::select! {
+        // A run cancelled before its turn must not start connecting.
+        biased;
+        _ = cancel.cancelled() => return (HostOutcome::Cancelled, None, false),
         p = shared.setup.acquire() => match p {
             Ok(p) => p,
             Err(_) => return (HostOutcome::Cancelled, None, false),
         },
-        _ = cancel.cancelled() => return (HostOutcome::Cancelled, None, false),
     };
     let host = t.hostname.clone();
     shared

@@ -29,7 +29,7 @@ pub(crate) struct ConnectOptions {
     pub accept_new_host_keys: bool,
     pub ssh_config: Option<Arc<SshConfig>>,
     pub identities: Vec<PathBuf>,
-    pub use_agent: bool,
+    pub agent_socket: Option<PathBuf>,
     pub default_identities: bool,
     pub allow_interactive: bool,
     pub connect_timeout: Duration,
@@ -495,8 +495,8 @@ async fn authenticate(
         .map_err(ssh(Step::Auth))?
         .flatten();
 
-    if opts.use_agent && std::env::var_os("SSH_AUTH_SOCK").is_some() {
-        match russh::keys::agent::client::AgentClient::connect_env().await {
+    if let Some(sock) = &opts.agent_socket {
+        match russh::keys::agent::client::AgentClient::connect_uds(sock).await {
             Ok(mut agent) => {
                 let ids = agent.request_identities().await.unwrap_or_default();
                 for id in ids {

@@ -274,3 +274,45 @@ async fn at_most_cconns_hosts_are_in_setup_at_once() {
         assert_eq!(outputs(&events, &h.name), vec!["ran".to_string()]);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_of_an_ssh_agent_are_tried_first() {
+    let bed = Testbed::up(TestbedConfig::hosts(1)).unwrap();
+    let h = &bed.hosts()[0];
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = script(tmp.path(), "agent", "echo ran\n");
+    let sock = tmp.path().join("agent.sock");
+    // A real ssh-agent of our own, holding the test bed's client key.
+    let mut agent = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(|| sock.exists()), "ssh-agent did not start");
+    let added = std::process::Command::new("ssh-add")
+        .arg(bed.client_key())
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert!(added.status.success());
+    let mut cfg = config(&bed, &bin);
+    cfg.ssh_config = None;
+    cfg.identities = Vec::new();
+    cfg.agent_socket = Some(sock.clone());
+    let (report, events) = run(cfg.clone(), vec![target("h1", &explicit_url(h), "g")]).await;
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    assert_done(&report);
+    assert_eq!(outputs(&events, "h1"), vec!["ran".to_string()]);
+
+    // With the agent gone, the failure says what was tried.
+    let (report, _) = run(cfg, vec![target("h1", &explicit_url(h), "g")]).await;
+    let (step, error) = failure(&report, "h1");
+    assert_eq!(step, Step::Auth);
+    assert!(
+        error.starts_with("authentication as root on h1 failed; tried: ssh-agent (unavailable: "),
+        "{error}"
+    );
+}

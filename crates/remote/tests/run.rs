@@ -368,3 +368,34 @@ async fn a_crashing_child_fails_only_its_host() {
         RemoteEvent::Failed { host, step: remote::Step::Run, .. } if host == "h2")));
     assert_eq!(outputs(&events, "h1"), vec!["fine".to_string()]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_cancelled_before_it_starts_touches_no_host() {
+    let bed = Testbed::up(TestbedConfig::hosts(1)).unwrap();
+    let h = &bed.hosts()[0];
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = script(tmp.path(), "never", "echo ran\n");
+    let cfg = config(&bed, &bin);
+    let hash = cfg.binary_hash.clone();
+    let (tx, mut rx) = mpsc::channel(8);
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    let report = run_fleet(cfg, vec![alias(h)], cancel, tx).await;
+    assert!(matches!(report.hosts[0].outcome, HostOutcome::Cancelled));
+    assert_eq!(report.hosts[0].bytes_sent, 0);
+    let mut events = Vec::new();
+    while let Some(e) = rx.recv().await {
+        events.push(e);
+    }
+    assert!(
+        !events.iter().any(|e| matches!(
+            e,
+            RemoteEvent::State {
+                state: HostState::Connecting,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+    assert!(!bed.exists(h, format!("/root/.cache/mgmt/bin/{hash}")));
+}

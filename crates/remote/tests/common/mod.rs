@@ -63,7 +63,7 @@ pub fn config(bed: &Testbed, binary: &Path) -> FleetConfig {
     cfg.identities = vec![bed.client_key()];
     cfg.known_hosts = Some(bed.known_hosts());
     cfg.ssh_config = Some(bed.ssh_config());
-    cfg.use_agent = false;
+    cfg.agent_socket = None;
     cfg.default_identities = false;
     cfg.grace = Duration::from_secs(2);
     cfg.connect_timeout = Duration::from_secs(10);

@@ -157,3 +157,30 @@ pub(crate) fn tail(path: &Path, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join(" | ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_program_is_named_with_its_package() {
+        let err = find_program("mgmt-testbed-no-such-program", "some-package").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "required program `mgmt-testbed-no-such-program` not found in PATH, /usr/sbin or /sbin \
+             (install some-package; scripts/testbed does it)"
+        );
+        assert!(find_program("sh", "dash").is_ok());
+    }
+
+    #[test]
+    fn quoting_survives_the_shell() {
+        let text = "it's a \"path\" with $HOME";
+        let out = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("printf %s {}", sh_quote(text)))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), text);
+    }
+}

@@ -210,3 +210,19 @@ fn fifty_hosts_come_up() {
     }
     bed.down().expect("down");
 }
+
+#[test]
+fn without_root_it_refuses_before_touching_anything() {
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_testbed"))
+        .args(["up", "1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("needs root") && err.contains("uid 65534"),
+        "{err}"
+    );
+}

@@ -1,1 +1,288 @@
-fn main() {}
+//! Benchmark: our embedded etcd server beside a real etcd (`/usr/bin/etcd`, single node, data
+//! dir in a temp dir on disk, its defaults) on the same machine in the same run. Measures put
+//! and range throughput with N concurrent clients (one connection each) and watch event latency
+//! (put -> event received), then prints a markdown table. Run it with `bench/store.sh`.
+//!
+//! It is a measurement, not a test: it asserts nothing about speed.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, WatchOptions};
+use store::ServerConfig;
+use tokio_util::sync::CancellationToken;
+
+const CLIENTS: [usize; 3] = [1, 16, 64];
+const KEYS: usize = 1000;
+const WATCH_SAMPLES: usize = 1000;
+
+fn phase() -> Duration {
+    let secs = std::env::var("STORE_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or(3.0);
+    Duration::from_secs_f64(secs)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Etcd {
+    child: Child,
+    _dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_etcd() -> Etcd {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let (client, peer) = (free_port(), free_port());
+    let url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let child = Command::new("/usr/bin/etcd")
+        .args(["--name", "bench", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args([
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+        ])
+        .args(["--initial-cluster", &format!("bench={peer_url}")])
+        .args(["--log-level", "error", "--logger", "zap"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn /usr/bin/etcd");
+    let etcd = Etcd {
+        child,
+        _dir: dir,
+        url,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mut c) = Client::connect([etcd.url.as_str()], None).await
+            && c.get("ready", None).await.is_ok()
+        {
+            return etcd;
+        }
+        assert!(Instant::now() < deadline, "etcd did not become ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Put,
+    Range,
+}
+
+/// Operations per second with `n` clients hammering for one phase.
+async fn throughput(url: &str, n: usize, op: Op) -> f64 {
+    let mut clients = Vec::new();
+    for _ in 0..n {
+        clients.push(Client::connect([url], None).await.unwrap());
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let value = vec![b'v'; 64];
+    let mut tasks = Vec::new();
+    for (i, mut c) in clients.into_iter().enumerate() {
+        let (stop, done, value) = (stop.clone(), done.clone(), value.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut k = i * 7919;
+            while !stop.load(Ordering::Relaxed) {
+                k = (k + 1) % KEYS;
+                let key = format!("bench/{k:04}");
+                match op {
+                    Op::Put => {
+                        c.put(key, value.clone(), None).await.unwrap();
+                    }
+                    Op::Range => {
+                        c.get(key, None).await.unwrap();
+                    }
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let start = Instant::now();
+    tokio::time::sleep(phase()).await;
+    stop.store(true, Ordering::Relaxed);
+    let ops = done.load(Ordering::Relaxed);
+    let secs = start.elapsed().as_secs_f64();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    ops as f64 / secs
+}
+
+/// p50 and p99 of put -> watch event latency, in milliseconds.
+async fn watch_latency(url: &str) -> (f64, f64) {
+    let mut writer = Client::connect([url], None).await.unwrap();
+    let mut watcher = Client::connect([url], None).await.unwrap();
+    let mut stream = watcher
+        .watch("lat/", Some(WatchOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    let created = stream.message().await.unwrap().unwrap();
+    assert!(created.created());
+    let base = Instant::now();
+    let reader = tokio::spawn(async move {
+        let mut lat = Vec::with_capacity(WATCH_SAMPLES);
+        while lat.len() < WATCH_SAMPLES {
+            let resp = stream.message().await.unwrap().unwrap();
+            let now = base.elapsed().as_nanos() as u64;
+            for ev in resp.events() {
+                let sent: u64 = std::str::from_utf8(ev.kv().unwrap().value())
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                lat.push((now - sent) as f64 / 1e6);
+            }
+        }
+        lat
+    });
+    for i in 0..WATCH_SAMPLES {
+        let stamp = base.elapsed().as_nanos() as u64;
+        writer
+            .put(format!("lat/{}", i % 10), stamp.to_string(), None)
+            .await
+            .unwrap();
+    }
+    let mut lat = reader.await.unwrap();
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    (pct(0.50), pct(0.99))
+}
+
+struct Results {
+    put: Vec<f64>,
+    range: Vec<f64>,
+    p50: f64,
+    p99: f64,
+}
+
+async fn measure(url: &str) -> Results {
+    // Keys to read exist before the range phase.
+    let mut c = Client::connect([url], None).await.unwrap();
+    for k in 0..KEYS {
+        c.put(format!("bench/{k:04}"), vec![b'v'; 64], None)
+            .await
+            .unwrap();
+    }
+    let mut put = Vec::new();
+    let mut range = Vec::new();
+    for n in CLIENTS {
+        put.push(throughput(url, n, Op::Put).await);
+        range.push(throughput(url, n, Op::Range).await);
+    }
+    let (p50, p99) = watch_latency(url).await;
+    Results {
+        put,
+        range,
+        p50,
+        p99,
+    }
+}
+
+fn main() {
+    // Our server gets a runtime (two workers) of its own, as if it were its own process;
+    // the load generator runs on another.
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cancel = CancellationToken::new();
+    let handle = server_rt
+        .block_on(store::serve(
+            ServerConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                ..ServerConfig::default()
+            },
+            cancel.clone(),
+        ))
+        .expect("embedded server starts");
+    let ours_url = handle.client_url();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (ours, theirs) = rt.block_on(async {
+        eprintln!("measuring the embedded server at {ours_url} ...");
+        let ours = measure(&ours_url).await;
+        let etcd = start_etcd().await;
+        eprintln!("measuring etcd at {} ...", etcd.url);
+        let theirs = measure(&etcd.url).await;
+        (ours, theirs)
+    });
+    server_rt.block_on(handle.shutdown());
+
+    println!(
+        "| operation | clients | mgmt embedded | etcd {} | ratio |",
+        etcd_version()
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for (i, n) in CLIENTS.iter().enumerate() {
+        println!(
+            "| put (ops/s) | {n} | {:.0} | {:.0} | {:.2}x |",
+            ours.put[i],
+            theirs.put[i],
+            ours.put[i] / theirs.put[i]
+        );
+    }
+    for (i, n) in CLIENTS.iter().enumerate() {
+        println!(
+            "| range, 1 key (ops/s) | {n} | {:.0} | {:.0} | {:.2}x |",
+            ours.range[i],
+            theirs.range[i],
+            ours.range[i] / theirs.range[i]
+        );
+    }
+    println!(
+        "| watch latency p50 (ms) | 1 | {:.3} | {:.3} | |",
+        ours.p50, theirs.p50
+    );
+    println!(
+        "| watch latency p99 (ms) | 1 | {:.3} | {:.3} | |",
+        ours.p99, theirs.p99
+    );
+}
+
+fn etcd_version() -> String {
+    Command::new("/usr/bin/etcd")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .map(|l| l.trim_start_matches("etcd Version: ").to_string())
+        })
+        .unwrap_or_else(|| "?".to_string())
+}

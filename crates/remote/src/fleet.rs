@@ -106,6 +106,9 @@ pub struct Target {
     pub url: RemoteUrl,
     /// The mgmt hostname of the child (`--hostname`); also the host's name in events.
     pub hostname: String,
+    /// The child's store credentials, written to `<rundir>/store.cred` (mode 0600) as
+    /// `user=<store_user>\npassword=<store_secret>\n` and named by `--store-credentials`;
+    /// never on a command line. Neither may contain a line break.
     pub store_user: String,
     pub store_secret: String,
     /// New contents of the graph file; each one is copied over and announced.

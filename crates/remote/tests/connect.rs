@@ -236,7 +236,10 @@ async fn proxy_jump_reaches_a_leaf_through_its_intermediate() {
     assert_eq!(leaf.via.as_deref(), Some("h1"));
     let tmp = tempfile::tempdir().unwrap();
     let bin = script(tmp.path(), "jump", "echo \"on=$(hostname)\"\n");
-    let cfg = config(&bed, &bin);
+    let mut cfg = config(&bed, &bin);
+    // Everything comes from ssh_config: IdentityFile, UserKnownHostsFile, ProxyJump.
+    cfg.identities = Vec::new();
+    cfg.known_hosts = None;
     let (report, events) = run(cfg.clone(), vec![alias(leaf)]).await;
     assert_done(&report);
     assert_eq!(field(&events, &leaf.name, "on"), Some(leaf.name.clone()));

@@ -16,11 +16,12 @@ fn build(kind: &str, name: &str, params: serde_json::Value) -> Arc<dyn Resource>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn file_and_exec_converge_and_refresh() {
+async fn a_file_waits_for_its_directory_and_refreshes_its_exec() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("d");
     let file = dir.join("f");
     let log = tmp.path().join("log");
+    // Declared children first; only the automatic edge d -> f orders the two files.
     let vertices = vec![
         build(
             "exec",
@@ -42,16 +43,20 @@ async fn file_and_exec_converge_and_refresh() {
     let g = ResGraph {
         vertices,
         edges: vec![Edge {
-            from: f.clone(),
+            from: f,
             to: e.clone(),
             notify: true,
         }],
     };
     let mut rig = rig(false);
     rig.engine.swap(g).await.unwrap();
-    // Without the automatic edge d -> f, writing f into a missing directory would fail.
-    rig.events.applied(&e).await;
+    let first = rig.events.applied(&e).await;
+    assert!(
+        matches!(first, EngineEvent::Applied { refresh: true, .. }),
+        "{first:?}"
+    );
     rig.converged().await;
+    // Writing f into a missing directory would have failed.
     assert!(
         !rig.events
             .seen
@@ -62,14 +67,53 @@ async fn file_and_exec_converge_and_refresh() {
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "hello\n");
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "ran\n");
+    rig.engine.shutdown().await;
+}
 
-    // Drift: the file's own watch notices, the file is repaired and the exec refreshed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_of_a_real_file_is_repaired_and_refreshes_its_exec() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("f");
+    let log = tmp.path().join("log");
+    let vertices = vec![
+        build(
+            "file",
+            "f",
+            json!({ "path": file, "content": "hello\n", "state": "exists" }),
+        ),
+        build(
+            "exec",
+            "e",
+            json!({ "cmd": format!("echo ran >> {}", log.display()), "shell": "/bin/sh" }),
+        ),
+    ];
+    let (e, f) = (ResId::new("exec", "e"), ResId::new("file", "f"));
+    let g = ResGraph {
+        vertices,
+        edges: vec![Edge {
+            from: f.clone(),
+            to: e.clone(),
+            notify: true,
+        }],
+    };
+    let mut rig = rig(false);
+    rig.engine.swap(g).await.unwrap();
+    let changed = |id: &ResId| {
+        let id = id.clone();
+        move |ev: &EngineEvent| matches!(ev, EngineEvent::Applied { id: i, outcome: Outcome::Changed, .. } if *i == id)
+    };
+    rig.events.wait_for("file written", changed(&f)).await;
+    rig.events.wait_for("exec ran", changed(&e)).await;
+    rig.converged().await;
+
+    // The file's own watch notices, the file is repaired and the exec refreshed: no swap.
     std::fs::write(&file, "tampered\n").unwrap();
-    let repaired = |ev: &EngineEvent| matches!(ev, EngineEvent::Applied { id, outcome: Outcome::Changed, .. } if *id == f);
-    rig.events.wait_for("file repaired", repaired).await;
-    let refreshed =
-        |ev: &EngineEvent| matches!(ev, EngineEvent::Applied { id, refresh: true, .. } if *id == e);
-    rig.events.wait_for("exec refreshed", refreshed).await;
+    rig.events.wait_for("file repaired", changed(&f)).await;
+    let refreshed = rig.events.wait_for("exec refreshed", changed(&e)).await;
+    assert!(
+        matches!(refreshed, EngineEvent::Applied { refresh: true, .. }),
+        "{refreshed:?}"
+    );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "hello\n");
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "ran\nran\n");
     rig.engine.shutdown().await;

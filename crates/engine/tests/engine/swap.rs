@@ -230,3 +230,78 @@ async fn automatic_edges_order_vertices_and_can_be_turned_off() {
     assert_eq!(report.kept, [pid("dir")]);
     rig.engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_running_vertex_cancels_and_awaits_it() {
+    let lab = Lab::new();
+    let stuck = Probe::new(&lab, "stuck").script(Script {
+        gate: Some(Arc::new(Semaphore::new(0))),
+        ..Script::default()
+    });
+    let rig = rig(false);
+    rig.engine
+        .swap(graph(
+            vec![stuck.arc(), Probe::new(&lab, "other").arc()],
+            &[],
+        ))
+        .await
+        .unwrap();
+    lab.wait_until("stuck running", |s| {
+        s.applies.get("stuck") == Some(&1) && s.watches_active.get("stuck") == Some(&1)
+    })
+    .await;
+    let report = rig
+        .engine
+        .swap(graph(vec![Probe::new(&lab, "other").arc()], &[]))
+        .await
+        .unwrap();
+    assert_eq!(report.removed, [pid("stuck")]);
+    // By the time swap returns, the removed worker and its watch are gone.
+    assert!(lab.read(|s| {
+        s.log
+            .iter()
+            .any(|r| matches!(r, Rec::Cancelled { name } if name == "stuck"))
+    }));
+    assert_eq!(
+        lab.read(|s| s.watches_active.get("stuck").copied()),
+        Some(0)
+    );
+    rig.converged().await;
+    rig.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_failed_parent_unblocks_its_child() {
+    let lab = Lab::new();
+    let broken = Probe::new(&lab, "broken").script(Script::default());
+    broken.script.push(Err("always".into()));
+    let mut rig = rig(false);
+    rig.engine
+        .swap(graph(
+            vec![broken.arc(), Probe::new(&lab, "child").arc()],
+            &[("broken", "child", false)],
+        ))
+        .await
+        .unwrap();
+    rig.events
+        .wait_for("broken failed", |e| {
+            matches!(
+                e,
+                EngineEvent::Failed {
+                    will_retry: false,
+                    ..
+                }
+            )
+        })
+        .await;
+    rig.converged().await;
+    assert_eq!(lab.applies("child"), 0);
+    let report = rig
+        .engine
+        .swap(graph(vec![Probe::new(&lab, "child").arc()], &[]))
+        .await
+        .unwrap();
+    assert_eq!(report.kept, [pid("child")]);
+    rig.events.applied(&pid("child")).await;
+    rig.engine.shutdown().await;
+}

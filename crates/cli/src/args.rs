@@ -1,0 +1,138 @@
+//! Command-line arguments. Flag names follow mgmt's `run` so its users feel at home; additions
+//! are marked in the help text. Only this crate knows argv.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mgmt",
+    version,
+    about = "Event-driven configuration management, with agentless remote execution over SSH"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Apply a resource graph here (--yaml) or on remote hosts over SSH (--remote), and keep it applied.
+    Run(Box<RunArgs>),
+    /// Check graph files and print their problems, changing nothing.
+    Check {
+        /// Graph files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The YAML graph to apply on this machine.
+    #[arg(
+        long = "yaml",
+        visible_alias = "file",
+        short = 'f',
+        value_name = "FILE"
+    )]
+    pub yaml: Option<PathBuf>,
+
+    /// A YAML graph to run on the host named by its `remote:` field (repeatable).
+    #[arg(long, value_name = "FILE", conflicts_with = "yaml")]
+    pub remote: Vec<PathBuf>,
+
+    /// The name this host publishes its exports and convergence under.
+    #[arg(long)]
+    pub hostname: Option<String>,
+
+    /// Show what would change, change nothing (and export nothing).
+    #[arg(long)]
+    pub noop: bool,
+
+    /// Apply once per graph load; do not watch resources or the graph file for changes.
+    #[arg(long)]
+    pub no_watch: bool,
+
+    /// Exit after everything has been converged for N seconds (-1: never, 0: as soon as converged).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true, value_name = "N")]
+    pub converged_timeout: i64,
+
+    /// Exit after N seconds whatever the state (0: no limit).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub max_runtime: u64,
+
+    /// Write the resolved graph in DOT format to FILE on every graph swap.
+    #[arg(long, value_name = "FILE")]
+    pub graphviz: Option<PathBuf>,
+
+    /// Working directory for state (accepted for compatibility; mgmt-rs keeps its state in the store).
+    #[arg(long, value_name = "DIR")]
+    pub prefix: Option<PathBuf>,
+
+    /// Where remote hosts get their private run directory.
+    #[arg(long, default_value = "/tmp", value_name = "DIR")]
+    pub tmp_prefix: String,
+
+    /// Comma-separated etcd client URLs to use instead of (or besides) the embedded server.
+    #[arg(long, value_delimiter = ',', value_name = "URLS")]
+    pub seeds: Vec<String>,
+
+    /// Do not start the embedded store server (use --seeds).
+    #[arg(long)]
+    pub no_server: bool,
+
+    /// Where the embedded store listens (loopback by default; port 0 picks a free port).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379",
+        value_name = "URLS"
+    )]
+    pub client_urls: Vec<String>,
+
+    /// Maximum number of hosts being connected to and set up at once.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub cconns: usize,
+
+    /// Upload the binary on every run into the run dir instead of using the per-user cache.
+    #[arg(long)]
+    pub no_caching: bool,
+
+    /// Allow interactive password prompts for SSH logins (only on a terminal).
+    #[arg(long)]
+    pub allow_interactive: bool,
+
+    /// SSH private key to authenticate with (mgmt's name; any key type works).
+    #[arg(long = "ssh-priv-id-rsa", value_name = "PATH")]
+    pub ssh_priv_id_rsa: Option<PathBuf>,
+
+    /// + SSH private key to authenticate with (repeatable, any key type).
+    #[arg(long = "ssh-identity", value_name = "PATH")]
+    pub ssh_identity: Vec<PathBuf>,
+
+    /// + ssh_config file for Host aliases, User, Port, IdentityFile, ProxyJump (default ~/.ssh/config).
+    #[arg(long, value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
+
+    /// + known_hosts file to verify host keys against (default ~/.ssh/known_hosts).
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+
+    /// + Trust and record host keys seen for the first time (off: unknown keys are an error).
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+
+    /// + Print one JSON event per line on stdout (human logs stay on stderr).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Internal: remote nesting depth (0 on the initiator).
+    #[arg(long, default_value_t = 0, hide = true)]
+    pub depth: u32,
+
+    /// Internal: file holding `user:password` for the store (remote children).
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub store_credentials: Option<PathBuf>,
+}

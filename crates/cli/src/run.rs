@@ -1,0 +1,309 @@
+//! `mgmt run --yaml FILE`: apply a graph on this machine and keep it applied.
+//!
+//! Shutdown order: stop taking new graphs -> engine shutdown (every worker awaited) -> the
+//! converged publisher -> host lease revoked -> embedded store server. Every task spawned here
+//! is awaited before `run` returns.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use engine::{Converger, Engine, EngineConfig, EngineEvent};
+use resource::{Registry, ResId};
+use serde_json::json;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::Exit;
+use crate::args::RunArgs;
+use crate::collect;
+use crate::graphfile::{self, FileWatch};
+use crate::output::Events;
+use crate::storelink::{self, StoreLink};
+
+/// Why the run loop stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Converged,
+    Interrupted,
+    MaxRuntime,
+    Lifeline,
+}
+
+pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
+    let path: PathBuf = args
+        .yaml
+        .clone()
+        .context("--yaml FILE is required (or --remote FILE)")?;
+    let registry = resources::registry();
+    let text = graphfile::read(&path)?;
+    let spec = match graphfile::parse(&path, &text, &registry) {
+        Ok(spec) => spec,
+        Err(diags) => {
+            eprintln!("{diags}");
+            events.emit("graph_invalid", &json!({"file": path, "errors": diags}));
+            return Ok(Exit::BadInput);
+        }
+    };
+    let hostname: Arc<str> = crate::hostname(&args)?.into();
+    info!(host = %hostname, graph = %spec.graph, "this is mgmt-rs {}", env!("CARGO_PKG_VERSION"));
+
+    let cancel = CancellationToken::new();
+    let store = storelink::connect(&args, &hostname, &events, cancel.child_token()).await?;
+    if store.is_none() && (spec.resources.iter().any(|r| r.exported) || !spec.collect.is_empty()) {
+        bail!(
+            "this graph exports or collects resources, which needs a store: drop --no-server or give --seeds"
+        );
+    }
+
+    let converger = Converger::new();
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+    let engine = Engine::new(EngineConfig {
+        hostname: hostname.clone(),
+        noop: args.noop,
+        events: ev_tx,
+        converger: converger.clone(),
+    });
+    // Busy until the first graph is swapped in: an empty engine must not count as converged.
+    let main_part = converger.register("graph");
+
+    let mut state = State {
+        spec,
+        text,
+        collected: Vec::new(),
+        failed: BTreeSet::new(),
+        applied: 0,
+    };
+    let publisher = store
+        .as_ref()
+        .map(|s| s.spawn_converged_publisher(&converger, cancel.child_token()));
+
+    let (file_tx, mut file_rx) = mpsc::channel(1);
+    let _file_watch = if args.no_watch {
+        None
+    } else {
+        Some(FileWatch::new(&path, file_tx)?)
+    };
+    let mut store = store;
+    let mut exports_rx = match store.as_mut() {
+        Some(s) => {
+            if !args.noop {
+                s.publish(&collect::exports_of(&state.spec, &hostname))
+                    .await?;
+            }
+            Some(s.watch_exports(cancel.child_token()).await?)
+        }
+        None => None,
+    };
+    if let Some(rx) = exports_rx.as_mut() {
+        state.collected = rx.borrow_and_update().clone();
+    }
+    swap(&engine, &state, &registry, &args, &events).await;
+    main_part.set_busy(false);
+
+    // Not joined: the thread blocks on stdin until EOF, and process exit ends it.
+    if args.depth > 0 {
+        drop(crate::spawn_stdin_lifeline(cancel.clone()));
+    }
+    let converged_wait = async {
+        match u64::try_from(args.converged_timeout) {
+            Ok(secs) => converger.converged_for(Duration::from_secs(secs)).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::pin!(converged_wait);
+    let max_runtime = async {
+        match args.max_runtime {
+            0 => std::future::pending().await,
+            secs => tokio::time::sleep(Duration::from_secs(secs)).await,
+        }
+    };
+    tokio::pin!(max_runtime);
+
+    // One listener for the whole run: a signal that arrives while the loop is busy is kept,
+    // not lost between two iterations. SIGTERM (how a remote initiator stops us by pid, as a
+    // fallback) means the same as ^C.
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let stop = loop {
+        tokio::select! {
+            _ = &mut converged_wait => break Stop::Converged,
+            _ = &mut max_runtime => break Stop::MaxRuntime,
+            _ = sigint.recv() => break Stop::Interrupted,
+            _ = sigterm.recv() => break Stop::Interrupted,
+            _ = cancel.cancelled() => break Stop::Lifeline,
+            Some(ev) = ev_rx.recv() => state.on_engine_event(ev, &events),
+            Some(()) = file_rx.recv() => {
+                main_part.set_busy(true);
+                reload(&path, &mut state, &registry, &hostname, store.as_ref(), &args, &events).await;
+                swap(&engine, &state, &registry, &args, &events).await;
+                main_part.set_busy(false);
+            }
+            Ok(()) = async { match exports_rx.as_mut() { Some(rx) => rx.changed().await, None => std::future::pending().await } } => {
+                main_part.set_busy(true);
+                state.collected = exports_rx.as_mut().map(|rx| rx.borrow_and_update().clone()).unwrap_or_default();
+                swap(&engine, &state, &registry, &args, &events).await;
+                main_part.set_busy(false);
+            }
+        }
+    };
+    match stop {
+        Stop::Converged => info!("converged for {}s, exiting", args.converged_timeout),
+        Stop::Interrupted => info!("interrupted, shutting down (^C again to force)"),
+        Stop::MaxRuntime => info!("max runtime of {}s reached, exiting", args.max_runtime),
+        Stop::Lifeline => info!("lifeline to the initiator closed, exiting"),
+    }
+    events.emit(
+        "exit",
+        &json!({"reason": format!("{stop:?}").to_lowercase()}),
+    );
+
+    // A second ^C while shutting down forces the exit.
+    let shutdown = async {
+        engine.shutdown().await;
+        while let Ok(ev) = ev_rx.try_recv() {
+            state.on_engine_event(ev, &events);
+        }
+        cancel.cancel();
+        if let Some(p) = publisher {
+            let _ = p.await;
+        }
+        if let Some(s) = store {
+            s.close().await;
+        }
+    };
+    tokio::select! {
+        _ = shutdown => {}
+        _ = sigint.recv() => {
+            warn!("second interrupt: forcing exit");
+            return Ok(Exit::Failed);
+        }
+    }
+    if !state.failed.is_empty() {
+        let names: Vec<String> = state.failed.iter().map(ToString::to_string).collect();
+        error!("failed resources: {}", names.join(", "));
+        return Ok(Exit::Failed);
+    }
+    Ok(Exit::Ok)
+}
+
+struct State {
+    spec: yamlgraph::GraphSpec,
+    text: String,
+    collected: Vec<store::ExportedResource>,
+    failed: BTreeSet<ResId>,
+    applied: u64,
+}
+
+impl State {
+    fn on_engine_event(&mut self, ev: EngineEvent, events: &Events) {
+        events.emit("engine", &ev);
+        match &ev {
+            EngineEvent::Applied { id, outcome, .. } => {
+                self.failed.remove(id);
+                match outcome {
+                    resource::Outcome::Changed => {
+                        self.applied += 1;
+                        info!("{id}: applied")
+                    }
+                    resource::Outcome::WouldChange => info!("{id}: would change (noop)"),
+                    resource::Outcome::InSync => tracing::debug!("{id}: in sync"),
+                }
+            }
+            EngineEvent::Failed {
+                id,
+                error,
+                will_retry,
+                ..
+            } => {
+                if *will_retry {
+                    warn!("{id}: {error} (will retry)");
+                } else {
+                    error!("{id}: {error}");
+                    self.failed.insert(id.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Re-read the graph file after a change. A version that does not parse is reported and the
+/// running graph stays.
+async fn reload(
+    path: &Path,
+    state: &mut State,
+    registry: &Registry,
+    hostname: &str,
+    store: Option<&StoreLink>,
+    args: &RunArgs,
+    events: &Events,
+) {
+    let text = match graphfile::read(path) {
+        Ok(t) => t,
+        Err(e) => {
+            warn!("{e:#}; keeping the running graph");
+            return;
+        }
+    };
+    if text == state.text {
+        return;
+    }
+    let spec = match graphfile::parse(path, &text, registry) {
+        Ok(spec) => spec,
+        Err(diags) => {
+            error!(
+                "new version of {} is invalid; keeping the running graph:\n{diags}",
+                path.display()
+            );
+            events.emit("graph_invalid", &json!({"file": path, "errors": diags}));
+            return;
+        }
+    };
+    if let Some(s) = store {
+        if !args.noop {
+            if let Err(e) = s.publish(&collect::exports_of(&spec, hostname)).await {
+                error!("cannot publish exports: {e:#}");
+            }
+        }
+    }
+    info!("loaded new version of {}", path.display());
+    state.spec = spec;
+    state.text = text;
+}
+
+async fn swap(
+    engine: &Engine,
+    state: &State,
+    registry: &Registry,
+    args: &RunArgs,
+    events: &Events,
+) {
+    let (graph, warnings) = collect::assemble(&state.spec, &state.collected, registry);
+    for w in &warnings {
+        warn!("{w}");
+    }
+    if let Some(file) = &args.graphviz {
+        if let Err(e) = crate::graphviz::write(file, &state.spec.graph, &graph) {
+            warn!("{e:#}");
+        }
+    }
+    match engine.swap(graph).await {
+        Ok(report) => {
+            info!(
+                added = report.added.len(),
+                removed = report.removed.len(),
+                kept = report.kept.len(),
+                "graph swapped"
+            );
+        }
+        Err(e) => {
+            error!("graph rejected, keeping the running graph: {e}");
+            events.emit("graph_invalid", &json!({"errors": e.to_string()}));
+        }
+    }
+}

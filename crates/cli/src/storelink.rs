@@ -1,0 +1,201 @@
+//! This process's link to the store: the embedded server (unless `--no-server`), the client
+//! (to it or to `--seeds`), this host's liveness lease and its converged flag.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use engine::Converger;
+use serde_json::json;
+use store::ExportedResource;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::args::RunArgs;
+use crate::output::Events;
+
+pub struct StoreLink {
+    pub store: store::Store,
+    server: Option<store::ServerHandle>,
+    lease: Option<store::HostLease>,
+    host: Arc<str>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Parse `http://host:port` (the only scheme we serve) into a socket address.
+pub fn parse_url(url: &str) -> Result<SocketAddr> {
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("store url {url:?} must start with http://"))?;
+    let rest = rest.trim_end_matches('/');
+    rest.parse()
+        .with_context(|| format!("store url {url:?} needs an IP address and a port"))
+}
+
+/// Start the embedded server (unless `--no-server`) and connect the client. Returns `None`
+/// when there is no store at all (`--no-server` without `--seeds`).
+pub async fn connect(
+    args: &RunArgs,
+    host: &Arc<str>,
+    events: &Events,
+    cancel: CancellationToken,
+) -> Result<Option<StoreLink>> {
+    let mut server = None;
+    let mut endpoints = args.seeds.clone();
+    if !args.no_server {
+        let url = args.client_urls.first().context("--client-urls is empty")?;
+        let listen = parse_url(url)?;
+        if !listen.ip().is_loopback() {
+            warn!(
+                "the embedded store listens on {listen}, beyond loopback, as asked by --client-urls"
+            );
+        }
+        let handle = store::serve(
+            store::ServerConfig {
+                listen,
+                ..Default::default()
+            },
+            cancel,
+        )
+        .await
+        .with_context(|| format!("cannot start the embedded store on {listen}"))?;
+        let url = format!("http://{}", handle.local_addr());
+        info!("embedded store listening on {url}");
+        events.emit("store_listening", &json!({"url": url}));
+        if endpoints.is_empty() {
+            endpoints.push(url);
+        }
+        server = Some(handle);
+    }
+    if endpoints.is_empty() {
+        return Ok(None);
+    }
+    let creds = match &args.store_credentials {
+        Some(path) => Some(read_credentials(path)?),
+        None => None,
+    };
+    let store = store::Store::connect(&endpoints, creds)
+        .await
+        .with_context(|| format!("cannot connect to the store at {}", endpoints.join(",")))?;
+    let lease = match store.register_host(host, Duration::from_secs(10)).await {
+        Ok(l) => Some(l),
+        Err(e) => {
+            warn!("cannot register host liveness: {e}");
+            None
+        }
+    };
+    Ok(Some(StoreLink {
+        store,
+        server,
+        lease,
+        host: host.clone(),
+        tasks: Vec::new(),
+    }))
+}
+
+/// `user:password` on one line, in a file only its owner can read (the remote mode writes it).
+fn read_credentials(path: &std::path::Path) -> Result<(String, String)> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read store credentials {}", path.display()))?;
+    let line = text.lines().next().unwrap_or_default();
+    match line.split_once(':') {
+        Some((u, p)) if !u.is_empty() => Ok((u.to_string(), p.to_string())),
+        _ => bail!(
+            "store credentials file {} must hold `user:password`",
+            path.display()
+        ),
+    }
+}
+
+impl StoreLink {
+    pub async fn publish(&self, recs: &[ExportedResource]) -> Result<()> {
+        self.store
+            .publish_exports(&self.host, recs.to_vec())
+            .await
+            .context("cannot publish exports")
+    }
+
+    /// Every host's exports, as a live snapshot. The forwarding task is owned by this link
+    /// and ends when the link closes or the receiver is dropped.
+    pub async fn watch_exports(
+        &mut self,
+        cancel: CancellationToken,
+    ) -> Result<watch::Receiver<Vec<ExportedResource>>> {
+        let mut w = self
+            .store
+            .watch_exports()
+            .await
+            .context("cannot watch exports")?;
+        let first = w.next().await.context("cannot read exports")?;
+        let (tx, rx) = watch::channel(first);
+        let store = self.store.clone();
+        self.tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tx.closed() => break,
+                    next = w.next() => match next {
+                        Ok(snapshot) => { let _ = tx.send(snapshot); }
+                        Err(e) => {
+                            // A watch can end (server restart, compaction race): subscribe
+                            // again, with a pause so a dead store is not hammered.
+                            warn!("exports watch ended: {e}; subscribing again");
+                            tokio::select! {
+                                _ = cancel.cancelled() => break,
+                                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            }
+                            match store.watch_exports().await {
+                                Ok(again) => w = again,
+                                Err(e) => warn!("cannot watch exports: {e}"),
+                            }
+                        }
+                    }
+                }
+            }
+        }));
+        Ok(rx)
+    }
+
+    /// Mirror this process's converged state into `/_mgmt/converged/<host>`.
+    pub fn spawn_converged_publisher(
+        &self,
+        converger: &Converger,
+        cancel: CancellationToken,
+    ) -> JoinHandle<()> {
+        let store = self.store.clone();
+        let host = self.host.clone();
+        let mut rx = converger.subscribe();
+        tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                let now = rx.borrow_and_update().converged;
+                if last != Some(now) {
+                    if let Err(e) = store.set_converged(&host, now).await {
+                        warn!("cannot publish converged state: {e}");
+                    }
+                    last = Some(now);
+                }
+                tokio::select! {
+                    r = rx.changed() => if r.is_err() { break },
+                    _ = cancel.cancelled() => break,
+                }
+            }
+        })
+    }
+
+    pub async fn close(self) {
+        for t in self.tasks {
+            t.abort();
+            let _ = t.await;
+        }
+        if let Some(lease) = self.lease {
+            lease.close().await;
+        }
+        if let Some(server) = self.server {
+            server.shutdown().await;
+        }
+    }
+}

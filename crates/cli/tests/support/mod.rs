@@ -1,0 +1,179 @@
+//! Test support: run the real `mgmt` binary as a child process and wait for its JSON events
+//! (never for time to pass). Every wait has a deadline, so a hang fails the test instead of
+//! blocking the suite.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+pub fn mgmt() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mgmt"));
+    c.env("RUST_LOG", "info");
+    c
+}
+
+/// A running `mgmt run --json ...` whose stdout events and stderr lines are collected.
+pub struct Running {
+    pub pid: i32,
+    exit: mpsc::Receiver<ExitStatus>,
+    pub stdin: Option<std::process::ChildStdin>,
+    events: mpsc::Receiver<serde_json::Value>,
+    pub seen: Vec<serde_json::Value>,
+    exited: bool,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Running {
+    pub fn start(args: &[&str]) -> Running {
+        let mut child = mgmt()
+            .arg("run")
+            .arg("--json")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mgmt");
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                match serde_json::from_str(&line) {
+                    Ok(v) => {
+                        if tx.send(v).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => panic!("stdout line is not JSON ({e}): {line}"),
+                }
+            }
+        });
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let err = child.stderr.take().expect("stderr");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("[mgmt] {line}");
+                sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let pid = child.id() as i32;
+        let stdin = child.stdin.take();
+        let (exit_tx, exit) = mpsc::channel();
+        // The waiter thread owns the child: its exit arrives as a message, no polling.
+        std::thread::spawn(move || {
+            if let Ok(st) = child.wait() {
+                let _ = exit_tx.send(st);
+            }
+        });
+        Running {
+            pid,
+            exit,
+            stdin,
+            events: rx,
+            seen: Vec::new(),
+            exited: false,
+            stderr,
+        }
+    }
+
+    /// Wait for an event matching `pred`, returning it. Panics with what was seen at the deadline.
+    pub fn wait_event(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(v) => {
+                    self.seen.push(v.clone());
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+                Err(_) => panic!(
+                    "no event {what} within {DEADLINE:?}; saw {:#?}\nstderr:\n{}",
+                    self.seen,
+                    self.stderr()
+                ),
+            }
+        }
+    }
+
+    /// Wait for `{"event":"applied","id":ID,"outcome":OUTCOME}`.
+    pub fn wait_applied(&mut self, id: &str, outcome: &str) -> serde_json::Value {
+        self.wait_event(&format!("applied {id} {outcome}"), |v| {
+            v["event"] == "applied" && v["id"] == id && v["outcome"] == outcome
+        })
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Send SIGINT (as ^C does) and wait for the exit status.
+    pub fn interrupt(&mut self) -> (ExitStatus, String) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(self.pid, libc::SIGINT) };
+        self.wait()
+    }
+
+    pub fn wait(&mut self) -> (ExitStatus, String) {
+        let st = match self.exit.recv_timeout(DEADLINE) {
+            Ok(st) => st,
+            Err(_) => panic!(
+                "mgmt did not exit within {DEADLINE:?}\nstderr:\n{}",
+                self.stderr()
+            ),
+        };
+        self.exited = true;
+        // stdout is closed once the process is gone: drain the remaining events.
+        while let Ok(v) = self.events.recv_timeout(DEADLINE) {
+            self.seen.push(v);
+        }
+        (st, self.stderr())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.exited && self.exit.try_recv().is_err() {
+            // SAFETY: kill(2) on our own child's pid; it has not been reaped (no exit message).
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Run `mgmt` to completion with a deadline; returns (status, stdout, stderr).
+pub fn run_to_end(args: &[&str]) -> (ExitStatus, String, String) {
+    let mut r = Running::start(args);
+    let (st, err) = r.wait();
+    let out = r
+        .seen
+        .iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    (st, out, err)
+}
+
+pub fn write(path: &Path, text: &str) {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    // Atomic, like an editor's save: the watcher must see one new version, never half of one.
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+pub fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}

@@ -96,15 +96,24 @@ pub async fn connect(
     }))
 }
 
-/// `user:password` on one line, in a file only its owner can read (the remote mode writes it).
+/// The store credentials the remote mode leaves in the child's run dir (mode 0600):
+/// `user=<name>` and `password=<secret>` lines. Read from a file so the secret is never in argv.
 fn read_credentials(path: &std::path::Path) -> Result<(String, String)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read store credentials {}", path.display()))?;
-    let line = text.lines().next().unwrap_or_default();
-    match line.split_once(':') {
-        Some((u, p)) if !u.is_empty() => Ok((u.to_string(), p.to_string())),
+    let mut user = None;
+    let mut password = None;
+    for line in text.lines() {
+        match line.split_once('=') {
+            Some(("user", v)) => user = Some(v.to_string()),
+            Some(("password", v)) => password = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    match (user, password) {
+        (Some(u), Some(p)) if !u.is_empty() => Ok((u, p)),
         _ => bail!(
-            "store credentials file {} must hold `user:password`",
+            "store credentials file {} must hold `user=` and `password=` lines",
             path.display()
         ),
     }

@@ -108,6 +108,7 @@ fn live_edit_swaps_the_difference_and_a_broken_edit_keeps_the_running_graph() {
     r.wait_applied("file[f2]", "changed");
 
     // f1 unchanged, f2 changed, f3 new.
+    r.mark();
     write(
         &g,
         &file_graph(
@@ -146,11 +147,13 @@ fn live_edit_swaps_the_difference_and_a_broken_edit_keeps_the_running_graph() {
 
     // A version that does not parse: reported, and the running graph stays (and keeps
     // repairing drift).
+    r.mark();
     write(
         &g,
         "graph: g\nresources:\n  file:\n  - name: f1\n    bogus: 1\n",
     );
     r.wait_event("graph_invalid", |v| v["event"] == "graph_invalid");
+    r.mark();
     fs::write(d.join("f3"), "drifted\n").unwrap();
     r.wait_event("f3 repaired", |v| {
         v["event"] == "applied" && v["id"] == "file[f3]" && v["outcome"] == "changed"
@@ -169,11 +172,13 @@ fn drift_is_repaired_by_the_watcher_without_a_rerun() {
     write(&g, &file_graph(d, &[("f", "keep me\n")]));
     let mut r = Running::start(&["--no-server", "--yaml", g.to_str().unwrap()]);
     r.wait_applied("file[f]", "changed");
+    r.mark();
     fs::write(d.join("f"), "tampered\n").unwrap();
     r.wait_event("repair", |v| {
         v["event"] == "applied" && v["id"] == "file[f]" && v["outcome"] == "changed"
     });
     assert_eq!(fs::read_to_string(d.join("f")).unwrap(), "keep me\n");
+    r.mark();
     fs::remove_file(d.join("f")).unwrap();
     r.wait_event("recreate", |v| {
         v["event"] == "applied" && v["id"] == "file[f]" && v["outcome"] == "changed"

@@ -25,6 +25,7 @@ pub struct Running {
     events: mpsc::Receiver<serde_json::Value>,
     pub seen: Vec<serde_json::Value>,
     exited: bool,
+    mark: usize,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
@@ -78,16 +79,27 @@ impl Running {
             events: rx,
             seen: Vec::new(),
             exited: false,
+            mark: 0,
             stderr,
         }
     }
 
-    /// Wait for an event matching `pred`, returning it. Panics with what was seen at the deadline.
+    /// From now on, waits only match events that arrive after this point (call it before an
+    /// action whose effect you are about to wait for).
+    pub fn mark(&mut self) {
+        self.mark = self.seen.len();
+    }
+
+    /// Wait for an event matching `pred` (since the last `mark`, including events already
+    /// received), returning it. Panics with what was seen at the deadline.
     pub fn wait_event(
         &mut self,
         what: &str,
         pred: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
+        if let Some(v) = self.seen[self.mark..].iter().find(|v| pred(v)) {
+            return v.clone();
+        }
         let end = Instant::now() + DEADLINE;
         loop {
             let left = end.saturating_duration_since(Instant::now());

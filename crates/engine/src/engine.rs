@@ -103,6 +103,16 @@ impl Shared {
     }
 }
 
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let vertices = self.shared.live.lock().expect("graph lock").vertices.len();
+        f.debug_struct("Engine")
+            .field("hostname", &self.shared.hostname)
+            .field("vertices", &vertices)
+            .finish()
+    }
+}
+
 impl Engine {
     /// An engine running the empty graph. Until the first swap returns, the engine's own
     /// converger participant is busy.

@@ -39,11 +39,13 @@
 //!   token (otherwise the worker sleeps until then). The pending refresh is handed to
 //!   `ApplyCtx::refresh` and cleared.
 //! - Running → Clean on success (or → Dirty again if an event arrived meanwhile). Children
-//!   are marked first, then the vertex turns clean, then all children are poked to
-//!   re-evaluate, so a child can never run between its parent's change and being marked.
+//!   are marked first, then the vertex turns clean, then `Applied` is reported, then all
+//!   children are poked to re-evaluate, so a child can never run between its parent's change
+//!   and being marked, and whoever sees `Applied` sees the vertex idle.
 //! - Running → Dirty on failure while `meta.retry` allows (-1: forever), not before
 //!   `meta.delay` ms; → Failed after the last retry (the refresh is kept for the next try).
-//!   Both emit `Failed { attempt, will_retry }`.
+//!   Both emit `Failed { attempt, will_retry }`. A panic in check_apply is such a failure
+//!   (`panicked: ...`), never a dead worker.
 //! - Blocked → Dirty when poked and no parent is Failed/Blocked any more.
 //!
 //! Children are read from the engine's current graph each time, so a swap can rewire a kept

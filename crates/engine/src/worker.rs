@@ -5,11 +5,14 @@
 //! every time, so a swap may rewire a running vertex. It must never call another vertex's
 //! check_apply or wait for another worker: coordination is by status flags and pokes.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use futures::FutureExt;
 use resource::{
-    ApplyCtx, CancellationToken, EventSink, Meta, Mode, Outcome, ResId, Resource, WatchCtx,
+    ApplyCtx, CancellationToken, EventSink, Meta, Mode, Outcome, ResId, Resource, ResourceError,
+    WatchCtx,
 };
 use tokio::sync::Notify;
 use tokio::time::{Instant, sleep, sleep_until};
@@ -360,18 +363,32 @@ async fn watch_loop(v: Arc<Vertex>, shared: Arc<Shared>, sink: EventSink) {
     }
 }
 
-/// Awaits `fut`; once `cancel` fires, gives it `CANCEL_GRACE` to notice and finish (an exec
-/// killing its child, a watch closing its handle) and then drops it, so a resource that ignores
-/// cancellation cannot hang a swap or shutdown. `None` means cancelled.
-async fn until_cancelled<T>(fut: impl Future<Output = T>, cancel: &CancellationToken) -> Option<T> {
+/// Awaits a resource's `fut`; once `cancel` fires, gives it `CANCEL_GRACE` to notice and finish
+/// (an exec killing its child, a watch closing its handle) and then drops it, so a resource
+/// that ignores cancellation cannot hang a swap or shutdown. `None` means cancelled. A panic
+/// in the resource becomes its error: one broken resource must not take its worker down (a
+/// dead worker would stay busy forever and block its children).
+async fn until_cancelled<T>(
+    fut: impl Future<Output = Result<T, ResourceError>>,
+    cancel: &CancellationToken,
+) -> Option<Result<T, ResourceError>> {
+    let fut = AssertUnwindSafe(fut).catch_unwind();
     tokio::pin!(fut);
-    tokio::select! {
-        r = &mut fut => Some(r),
+    let caught = tokio::select! {
+        r = &mut fut => r,
         _ = cancel.cancelled() => {
             let _ = tokio::time::timeout(CANCEL_GRACE, fut).await;
-            None
+            return None;
         }
-    }
+    };
+    Some(caught.unwrap_or_else(|panic| {
+        let msg = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(ResourceError::failed(format!("panicked: {msg}")))
+    }))
 }
 
 /// `meta.poll`: an event right away and then every `every`, instead of a watch.

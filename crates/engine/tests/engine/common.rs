@@ -170,7 +170,7 @@ impl Lab {
 /// A probe's behaviour, shared between equal instances and the test.
 #[derive(Debug, Default)]
 pub struct Script {
-    /// Results of the next check_applies; `default` once empty.
+    /// Results of the next check_applies; `default` once empty. `Err("panic")` panics.
     pub next: Mutex<VecDeque<Result<Outcome, String>>>,
     pub default: Option<Outcome>,
     /// Every check_apply waits here with the other holders (proves overlap).
@@ -336,6 +336,7 @@ impl Resource for Probe {
         }
         let next = self.script.next.lock().unwrap().pop_front();
         let result = match next {
+            Some(Err(e)) if e == "panic" => panic!("probe told to panic"),
             Some(r) => r.map_err(ResourceError::failed),
             None => Ok(self.script.default.unwrap_or(Outcome::InSync)),
         };

@@ -180,3 +180,35 @@ async fn a_watch_that_never_comes_up_is_still_checked_and_converges() {
     rig.engine.shutdown().await;
     assert_eq!(lab.watches_active(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_check_apply_is_a_failure_not_a_dead_worker() {
+    let lab = Lab::new();
+    let p = Probe::new(&lab, "p").meta(|m| m.retry = 1);
+    p.script.push(Err("panic".into()));
+    let mut rig = rig(false);
+    rig.engine
+        .swap(graph(
+            vec![p.arc(), Probe::new(&lab, "child").arc()],
+            &[("p", "child", false)],
+        ))
+        .await
+        .unwrap();
+    let e = rig
+        .events
+        .wait_for("p failed", |e| failed(e).is_some())
+        .await;
+    assert_eq!(
+        e,
+        EngineEvent::Failed {
+            id: pid("p"),
+            error: "panicked: probe told to panic".into(),
+            attempt: 1,
+            will_retry: true
+        }
+    );
+    // The worker lives on: the retry succeeds and the child runs.
+    rig.events.applied(&pid("child")).await;
+    rig.converged().await;
+    rig.engine.shutdown().await;
+}

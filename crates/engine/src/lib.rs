@@ -13,8 +13,8 @@
 //! every `poll` seconds). A failed watch is reported (`WatchFailed`) and restarted after
 //! `meta.delay` ms (1 s when that is 0); the worker keeps running meanwhile, and each failure
 //! counts as an event (the state may have changed unseen), so a vertex whose watch cannot be
-//! established is still checked, at the retry pace. Watch events are
-//! coalesced: they set a flag, they are not queued.
+//! established is still checked, at the retry pace. Watch events are coalesced: they set a
+//! flag, they are not queued.
 //!
 //! The worker's status is a handful of flags; the states they encode:
 //!
@@ -48,8 +48,8 @@
 //!   (`panicked: ...`), never a dead worker.
 //! - Blocked → Dirty when poked and no parent is Failed/Blocked any more.
 //!
-//! Children are read from the engine's current graph each time, so a swap can rewire a kept
-//! vertex; after a swap every vertex is poked to re-evaluate. Noop (engine-wide or
+//! Parents and children are read from the engine's current graph each time, so a swap can
+//! rewire a kept vertex; after a swap every vertex is poked to re-evaluate. Noop (engine-wide or
 //! `meta.noop`) runs check_apply in `Mode::Check`.
 //!
 //! A vertex reports busy to the [`Converger`] in Starting, Dirty and Running; the engine holds
@@ -60,13 +60,15 @@
 //! [`Engine::swap`] validates the whole graph first (resource `validate`, unique ids, edge
 //! ends exist, automatic edges from `Resource::uids`/`auto_edges` for vertices with
 //! `meta.autoedge`, acyclic). Only then: equal vertices (`resource::same_resource`) are kept
-//! untouched; removed and changed ones are cancelled and awaited; added and changed ones get
-//! new workers. Startup is a swap from the empty graph.
+//! untouched (no new watch, no new check_apply); removed and changed ones are cancelled and
+//! awaited before added and changed ones get new workers (a changed vertex is reported both
+//! removed and added). Startup is a swap from the empty graph.
 //!
 //! # Shutdown order
 //!
 //! `shutdown` waits for a swap in progress, cancels the root token (every worker, watch and
-//! running check_apply sees it; futures that ignore it are dropped), then awaits every task.
+//! running check_apply sees it; a watch or check_apply that ignores it is dropped after a 5 s
+//! grace), then awaits every task. Swaps after that fail with `EngineError::Shutdown`.
 
 mod converger;
 mod engine;

@@ -28,6 +28,7 @@
 
 mod error;
 mod etcd;
+mod launch;
 mod procs;
 mod slots;
 mod sshd;
@@ -161,14 +162,9 @@ struct Tools {
 
 impl Tools {
     fn find() -> Result<Tools, TestbedError> {
-        // Checked up front so a missing package is named before anything is built.
-        for (name, package) in [
-            ("unshare", "util-linux"),
-            ("mount", "mount"),
-            ("nsenter", "util-linux"),
-        ] {
-            find_program(name, package)?;
-        }
+        // Checked up front so a missing package is named before anything is built
+        // (`exec` needs nsenter later).
+        find_program("nsenter", "util-linux")?;
         Ok(Tools {
             ip: find_program("ip", "iproute2")?,
             sshd: find_program("sshd", "openssh-server")?,
@@ -473,34 +469,8 @@ impl Testbed {
         self.network(tools)?;
         for host in &self.hosts {
             let files = self.files(host);
-            let log = fs::File::create(files.log())
-                .map_err(|e| TestbedError::io("create", files.log(), e))?;
-            let log2 = log
-                .try_clone()
-                .map_err(|e| TestbedError::io("dup", files.log(), e))?;
-            let script = sshd::start_script(&host.name, &files, etc.as_ref(), &tools.sshd);
-            // `ip netns exec`, `unshare` (no --fork) and the script all exec: the child's pid
-            // is sshd's.
-            let child = Command::new(&tools.ip)
-                .args([
-                    "netns",
-                    "exec",
-                    &host.netns,
-                    "unshare",
-                    "--mount",
-                    "--uts",
-                    "--propagation",
-                    "private",
-                ])
-                .args(["/bin/sh", "-c", &script])
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(log2)
-                .spawn()
-                .map_err(|source| TestbedError::Spawn {
-                    program: "ip netns exec".to_string(),
-                    source,
-                })?;
+            let child =
+                launch::spawn_sshd(&tools.sshd, &host.netns, &host.name, &files, etc.as_ref())?;
             self.sshd.push(child);
         }
         self.write_client_files()?;

@@ -1,12 +1,9 @@
-//! What one test bed host is made of on disk and how its sshd is started: the per-host
-//! sshd_config, the start script that gives sshd a private /tmp, /run, /root and /home inside its
-//! own mount namespace, and the generated users files. Never writes outside the test bed
-//! directory; the overlays exist only inside the host's mount namespace.
+//! What one test bed host is made of on disk: the per-host sshd_config, the directories that
+//! become its /root and /home, and the generated users files (see `launch` for how they are
+//! mounted). Never writes outside the test bed directory.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-
-use crate::util::sh_quote;
 
 /// Login of the unprivileged user every host has (with `extra_user`).
 pub const EXTRA_USER: &str = "mgmttest";
@@ -100,33 +97,6 @@ pub(crate) struct EtcOverlay {
     pub passwd: PathBuf,
     pub group: PathBuf,
     pub shadow: PathBuf,
-}
-
-/// The shell script run (as `sh -c`) inside the host's fresh mount and UTS namespaces: hostname,
-/// private /tmp,
-/// /run (sshd's privilege separation directory lives there), homes and users, then sshd.
-pub(crate) fn start_script(
-    hostname: &str,
-    files: &HostFiles,
-    etc: Option<&EtcOverlay>,
-    sshd: &Path,
-) -> String {
-    let q = |p: &Path| sh_quote(&p.to_string_lossy());
-    let mut s = String::from("set -e\n");
-    // Its own UTS namespace: `hostname` inside the host says its alias.
-    let _ = writeln!(s, "hostname {}", sh_quote(hostname));
-    s.push_str("mount -t tmpfs -o mode=1777 testbed-tmp /tmp\n");
-    s.push_str("mount -t tmpfs -o mode=0755 testbed-run /run\n");
-    s.push_str("mkdir -m 0755 /run/sshd\n");
-    let _ = writeln!(s, "mount --bind {} /root", q(&files.root_home()));
-    let _ = writeln!(s, "mount --bind {} /home", q(&files.homes()));
-    if let Some(etc) = etc {
-        let _ = writeln!(s, "mount --bind {} /etc/passwd", q(&etc.passwd));
-        let _ = writeln!(s, "mount --bind {} /etc/group", q(&etc.group));
-        let _ = writeln!(s, "mount --bind {} /etc/shadow", q(&etc.shadow));
-    }
-    let _ = writeln!(s, "exec {} -D -e -f {}", q(sshd), q(&files.config()));
-    s
 }
 
 /// /etc/passwd, /etc/group, /etc/shadow of the machine plus the extra user, and with the

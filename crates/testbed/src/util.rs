@@ -108,11 +108,6 @@ pub(crate) fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> b
     }
 }
 
-/// Single-quotes a string for /bin/sh.
-pub(crate) fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
-
 pub(crate) fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), TestbedError> {
     let mut file = fs::OpenOptions::new()
         .write(true)
@@ -171,16 +166,5 @@ mod tests {
              (install some-package; scripts/testbed does it)"
         );
         assert!(find_program("sh", "dash").is_ok());
-    }
-
-    #[test]
-    fn quoting_survives_the_shell() {
-        let text = "it's a \"path\" with $HOME";
-        let out = Command::new("/bin/sh")
-            .arg("-c")
-            .arg(format!("printf %s {}", sh_quote(text)))
-            .output()
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), text);
     }
 }

@@ -174,7 +174,9 @@ fn the_next_run_removes_what_a_crashed_run_left() {
         .to_string();
     // A namespace is known by its inode: a later test bed may reuse the same name.
     let ns_inode = |p: &str| std::fs::metadata(p).ok().map(|m| m.ino());
-    let crashed_ns = ns_inode(&format!("/run/netns/{netns}")).expect("netns exists");
+    // Held open so its inode number cannot be given to a new namespace of the same name.
+    let held = std::fs::File::open(format!("/run/netns/{netns}")).expect("netns exists");
+    let crashed_ns = held.metadata().unwrap().ino();
     let sshd_pids: Vec<u32> = std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())

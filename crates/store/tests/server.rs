@@ -1,0 +1,104 @@
+//! Behaviour of the embedded server that a comparison with etcd cannot reach: progress
+//! notifications on a short interval, a watcher that falls far behind, shutdown with streams open.
+
+mod common;
+
+use std::time::Duration;
+
+use etcd_client::{Client, WatchOptions};
+use store::ServerConfig;
+use tokio_util::sync::CancellationToken;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn start(cfg: ServerConfig) -> store::ServerHandle {
+    let cfg = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..cfg
+    };
+    store::serve(cfg, CancellationToken::new()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_notify_reports_quiet_watchers() {
+    let server = start(ServerConfig {
+        progress_notify_interval: Duration::from_millis(50),
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut c = Client::connect([server.client_url()], None).await.unwrap();
+    c.put("k", "v", None).await.unwrap();
+    let mut w = c
+        .watch("k", Some(WatchOptions::new().with_progress_notify()))
+        .await
+        .unwrap();
+    let created = w.message().await.unwrap().unwrap();
+    assert!(created.created());
+    let notice = tokio::time::timeout(TIMEOUT, w.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(notice.watch_id(), created.watch_id());
+    assert!(notice.events().is_empty() && !notice.canceled());
+    assert_eq!(notice.header().unwrap().revision(), 2);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_far_behind_gets_every_event_in_order() {
+    let server = start(ServerConfig::default()).await;
+    let mut c = Client::connect([server.client_url()], None).await.unwrap();
+    let mut w = c
+        .watch("lag/", Some(WatchOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    assert!(w.message().await.unwrap().unwrap().created());
+    // Far more commits than the broadcast holds, with nobody reading: the session must catch up
+    // from the event log (4 KiB values overflow the HTTP/2 windows, so the session stalls).
+    const N: i64 = 5000;
+    let value = vec![b'x'; 4096];
+    for i in 0..N {
+        c.put(format!("lag/{}", i % 7), value.clone(), None)
+            .await
+            .unwrap();
+    }
+    let mut next_rev = 2;
+    tokio::time::timeout(TIMEOUT, async {
+        while next_rev < 2 + N {
+            let resp = w.message().await.unwrap().unwrap();
+            assert!(!resp.canceled(), "not canceled: {}", resp.cancel_reason());
+            for ev in resp.events() {
+                assert_eq!(
+                    ev.kv().unwrap().mod_revision(),
+                    next_rev,
+                    "events in order, none missing"
+                );
+                next_rev += 1;
+            }
+        }
+    })
+    .await
+    .expect("all events arrive");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_open_streams() {
+    let server = start(ServerConfig::default()).await;
+    let mut c = Client::connect([server.client_url()], None).await.unwrap();
+    let mut w = c.watch("x", None).await.unwrap();
+    assert!(w.message().await.unwrap().unwrap().created());
+    let lease = c.lease_grant(60, None).await.unwrap();
+    let (mut keeper, mut acks) = c.lease_keep_alive(lease.id()).await.unwrap();
+    keeper.keep_alive().await.unwrap();
+    assert_eq!(acks.message().await.unwrap().unwrap().ttl(), 60);
+
+    tokio::time::timeout(TIMEOUT, server.shutdown())
+        .await
+        .expect("shutdown does not wait for clients to hang up");
+    let ended = tokio::time::timeout(TIMEOUT, w.message())
+        .await
+        .expect("the watch ends");
+    assert!(matches!(ended, Ok(None) | Err(_)));
+}

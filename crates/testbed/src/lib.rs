@@ -79,6 +79,9 @@ pub struct TestbedConfig {
     /// be under /tmp, /run, /root or /home, which hosts overlay). Default:
     /// /var/tmp/mgmt-testbed-SSS-XXXXXX.
     pub dir: Option<PathBuf>,
+    /// Lines put first in every host's sshd_config (e.g. `"ClientAliveInterval 1"`). sshd takes
+    /// the first value of a keyword, so these override the test bed's own settings.
+    pub sshd_options: Vec<String>,
 }
 
 impl Default for TestbedConfig {
@@ -91,6 +94,7 @@ impl Default for TestbedConfig {
             password_auth: false,
             extra_user: true,
             dir: None,
+            sshd_options: Vec::new(),
         }
     }
 }
@@ -461,6 +465,7 @@ impl Testbed {
                     authorized_keys: &authorized,
                     password_auth: cfg.password_auth,
                     sftp: host.sftp,
+                    extra: &cfg.sshd_options,
                 },
             );
             write_file(&files.config(), config.as_bytes(), 0o644)?;
@@ -704,6 +709,9 @@ fn validate(cfg: &TestbedConfig) -> Result<(), TestbedError> {
     }
     if let Some(i) = cfg.no_sftp.iter().find(|i| **i >= total) {
         return bad(format!("no_sftp index {i} is beyond the {total} hosts"));
+    }
+    if let Some(line) = cfg.sshd_options.iter().find(|l| l.contains('\n')) {
+        return bad(format!("sshd option {line:?} spans several lines"));
     }
     if let Some(dir) = &cfg.dir {
         if !dir.is_absolute() {

@@ -58,6 +58,7 @@ impl Shape {
             password_auth: self.password_auth,
             extra_user: true,
             dir: self.dir.map(|d| std::path::absolute(&d).unwrap_or(d)),
+            sshd_options: Vec::new(),
         })
     }
 }

@@ -320,3 +320,25 @@ fn live(pid: u32) -> bool {
         .map(|s| !s[s.rfind(')').unwrap() + 1..].trim_start().starts_with('Z'))
         .unwrap_or(false)
 }
+
+#[test]
+fn sshd_options_override_the_test_bed_defaults() {
+    let cfg = TestbedConfig {
+        hosts: 1,
+        sshd_options: vec!["PermitRootLogin no".to_string()],
+        ..Default::default()
+    };
+    let bed = Testbed::up(cfg).expect("up");
+    let h1 = &bed.hosts()[0];
+    let root = ssh_with(&bed, h1, &[], "true");
+    assert!(!root.status.success());
+    assert!(String::from_utf8_lossy(&root.stderr).contains("Permission denied"));
+    let user = ssh_with(&bed, h1, &["-l", EXTRA_USER], "id -un");
+    assert!(
+        user.status.success(),
+        "{}",
+        String::from_utf8_lossy(&user.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&user.stdout).trim(), EXTRA_USER);
+    bed.down().expect("down");
+}

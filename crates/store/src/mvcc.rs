@@ -83,7 +83,7 @@ impl<'a> KeyRange<'a> {
     }
 
     /// Bounds for `BTreeMap::range`, or `None` when the range is empty (`range` would panic).
-    fn bounds(&self) -> Option<(Bound<&'a [u8]>, Bound<&'a [u8]>)> {
+    fn bounds(&self) -> Option<KeyBounds<'a>> {
         if self.end.is_empty() {
             Some((Bound::Included(self.key), Bound::Included(self.key)))
         } else if self.end == [0] {
@@ -95,6 +95,9 @@ impl<'a> KeyRange<'a> {
         }
     }
 }
+
+/// Bounds for `BTreeMap::range` over byte-string keys.
+type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 
 /// The write in progress: every change shares `rev`; it becomes the store's revision only if
 /// something changed.

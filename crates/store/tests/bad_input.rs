@@ -16,7 +16,9 @@ const TIMEOUT: Duration = Duration::from_secs(15);
 async fn garbage_on_the_socket_does_not_hurt_other_clients() {
     let server = common::start_ours().await;
     let url = server.client_url();
-    let good = Store::connect(&[url.clone()], None).await.unwrap();
+    let good = Store::connect(std::slice::from_ref(&url), None)
+        .await
+        .unwrap();
     good.put("/kept", "1").await.unwrap();
 
     // A client that sends garbage and stays connected, another that speaks HTTP/1, and one that
@@ -67,7 +69,9 @@ async fn garbage_on_the_socket_does_not_hurt_other_clients() {
 async fn per_host_users_are_confined_to_their_prefix() {
     let server = common::start_ours().await;
     let url = server.client_url();
-    let open = Store::connect(&[url.clone()], None).await.unwrap();
+    let open = Store::connect(std::slice::from_ref(&url), None)
+        .await
+        .unwrap();
     open.put("/_mgmt/exported/h2/resources/file/x", "{}")
         .await
         .unwrap();
@@ -96,7 +100,7 @@ async fn per_host_users_are_confined_to_their_prefix() {
 
     let creds = |u: &str, p: &str| Some((u.to_string(), p.to_string()));
     for (user, pw) in [("nobody", "s3cret-h1"), ("h1", "wrong")] {
-        let err = Store::connect(&[url.clone()], creds(user, pw))
+        let err = Store::connect(std::slice::from_ref(&url), creds(user, pw))
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::Connect { .. }), "{err}");
@@ -108,7 +112,7 @@ async fn per_host_users_are_confined_to_their_prefix() {
         assert!(!text.contains(pw), "no password in errors: {text}");
     }
 
-    let h1 = Store::connect(&[url.clone()], creds("h1", "s3cret-h1"))
+    let h1 = Store::connect(std::slice::from_ref(&url), creds("h1", "s3cret-h1"))
         .await
         .unwrap();
     h1.put("/_mgmt/exported/h1/resources/file/a", "{}")
@@ -133,7 +137,7 @@ async fn per_host_users_are_confined_to_their_prefix() {
     );
 
     // Nothing was lost or changed by the refused requests.
-    let root = Store::connect(&[url.clone()], creds("root", "rootpw"))
+    let root = Store::connect(std::slice::from_ref(&url), creds("root", "rootpw"))
         .await
         .unwrap();
     assert_eq!(

@@ -66,7 +66,7 @@ impl Watcher {
             .filter(|ev| {
                 let key = ev.kv.as_ref().map_or(&[][..], |kv| &kv.key[..]);
                 let put = ev.r#type == EventType::Put as i32;
-                range.contains(key) && !(put && self.no_put) && !(!put && self.no_delete)
+                range.contains(key) && if put { !self.no_put } else { !self.no_delete }
             })
             .map(|ev| Event {
                 r#type: ev.r#type,
@@ -148,20 +148,19 @@ impl Session {
     fn handle(&mut self, req: WatchRequest) {
         match req.request_union {
             Some(RequestUnion::CreateRequest(c)) => self.create(c),
-            Some(RequestUnion::CancelRequest(c)) => {
-                if self.watchers.remove(&c.watch_id).is_some() {
-                    let rev = self.shared.core().rev();
-                    let mut resp = self.response(rev, c.watch_id);
-                    resp.canceled = true;
-                    self.pending.push_back(resp);
-                }
+            // An unknown id is ignored, as etcd does.
+            Some(RequestUnion::CancelRequest(c)) if self.watchers.remove(&c.watch_id).is_some() => {
+                let rev = self.shared.core().rev();
+                let mut resp = self.response(rev, c.watch_id);
+                resp.canceled = true;
+                self.pending.push_back(resp);
             }
             Some(RequestUnion::ProgressRequest(_)) => {
                 let rev = self.shared.core().rev();
                 // Not tied to one watcher: etcd answers with watch id -1.
                 self.pending.push_back(self.response(rev, -1));
             }
-            None => {}
+            Some(RequestUnion::CancelRequest(_)) | None => {}
         }
     }
 

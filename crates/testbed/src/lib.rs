@@ -1,13 +1,19 @@
-//! Dev-only test bed: real OpenSSH sshd "hosts" on this machine, each in its own network
-//! namespace (own address, own host key), its own mount namespace (private /tmp, /run, /root,
-//! /home) and UTS namespace (hostname = its alias), reachable with a generated client key, known_hosts and ssh_config; plus a real etcd
-//! on loopback ([`Etcd`]). Tests, the demo and the benchmarks of the remote mode use it.
+//! Dev-only test bed: real OpenSSH sshd "hosts" on this machine, reachable with a generated
+//! client key, known_hosts and ssh_config; plus a real etcd on loopback ([`Etcd`]). Tests, the
+//! demo and the benchmarks of the remote mode use it.
+//!
+//! Each host has its own network namespace (own address, port 22, own ed25519 host key), UTS
+//! namespace (hostname = its alias `hN`) and mount namespace, in which /tmp and /run are fresh
+//! tmpfs, /root and /home are the host's own directories (so `~/.cache/mgmt` is never shared),
+//! and /etc/passwd, group and shadow are copies with the extra user. Everything else (/etc,
+//! /var, /usr, /opt) is the machine's own: tests should write under /tmp or a home.
 //!
 //! It must never leave anything behind (namespaces, links, processes, directories) once a
 //! [`Testbed`] is dropped or taken `down`, and never send traffic anywhere but loopback and its
-//! own namespaces: its subnets live in 10.213.0.0/16, nothing is forwarded or NATed, and the leaf
-//! network gets an `unreachable` route in the root namespace so it cannot leak via the default
-//! route. It needs root; it never installs anything (scripts/testbed does).
+//! own namespaces: its subnets live in 10.213.0.0/16, nothing is forwarded or NATed, root-side
+//! links carry no IPv6 address, and the leaf network gets an `unreachable` route in the root
+//! namespace so it cannot leak via the default route. It needs root; it never installs anything
+//! (scripts/testbed does).
 //!
 //! ```no_run
 //! use testbed::{Testbed, TestbedConfig};

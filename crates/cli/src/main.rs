@@ -3,10 +3,13 @@
 //! uses `anyhow`.
 
 mod args;
+mod cluster;
 mod collect;
 mod graphfile;
 mod graphviz;
 mod output;
+mod progress;
+mod remote_run;
 mod run;
 mod storelink;
 
@@ -68,7 +71,7 @@ fn run_command(args: RunArgs) -> Exit {
         if args.remote.is_empty() {
             run::run_local(args, events).await
         } else {
-            anyhow::bail!("--remote is not available yet")
+            remote_run::run_remote(args, events).await
         }
     });
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
@@ -116,6 +119,13 @@ pub fn hostname(args: &RunArgs) -> Result<String> {
     }
     let h = std::fs::read_to_string("/proc/sys/kernel/hostname")?;
     Ok(h.trim().to_string())
+}
+
+/// A fresh random secret (hex of 24 bytes from the kernel's CSPRNG), for store users.
+pub fn secret() -> Result<String> {
+    let mut buf = [0u8; 24];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf))?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// A remote child's lifeline: the initiator holds our stdin open; EOF means it is gone (or

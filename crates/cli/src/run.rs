@@ -109,8 +109,15 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
     if args.depth > 0 {
         drop(crate::spawn_stdin_lifeline(cancel.clone()));
     }
+    // A remote child does not end on its own convergence: only its initiator sees the whole
+    // cluster (another host's export may still change this one); it ends us via the lifeline.
+    let own_timeout = if args.depth > 0 {
+        -1
+    } else {
+        args.converged_timeout
+    };
     let converged_wait = async {
-        match u64::try_from(args.converged_timeout) {
+        match u64::try_from(own_timeout) {
             Ok(secs) => converger.converged_for(Duration::from_secs(secs)).await,
             Err(_) => std::future::pending().await,
         }

@@ -96,6 +96,52 @@ pub async fn connect(
     }))
 }
 
+/// The initiator of a remote run: the embedded server with auth on (the initiator is `root`
+/// with a fresh secret; each host gets its own user), and a client to it. Hosts reach it
+/// through their reverse tunnels.
+pub async fn connect_initiator(
+    args: &RunArgs,
+    events: &Events,
+    cancel: CancellationToken,
+) -> Result<StoreLink> {
+    if args.no_server {
+        bail!(
+            "--remote tunnels every host to the embedded store: --no-server cannot be used with --remote"
+        );
+    }
+    let url = args.client_urls.first().context("--client-urls is empty")?;
+    let listen = parse_url(url)?;
+    let handle = store::serve(
+        store::ServerConfig {
+            listen,
+            ..Default::default()
+        },
+        cancel,
+    )
+    .await
+    .with_context(|| format!("cannot start the embedded store on {listen}"))?;
+    let url = format!("http://{}", handle.local_addr());
+    let root_secret = crate::secret()?;
+    handle
+        .enable_auth(&root_secret)
+        .context("cannot enable store auth")?;
+    info!("embedded store listening on {url} (auth on)");
+    events.emit("store_listening", &json!({"url": url}));
+    let store = store::Store::connect(
+        std::slice::from_ref(&url),
+        Some(("root".to_string(), root_secret)),
+    )
+    .await
+    .with_context(|| format!("cannot connect to the embedded store at {url}"))?;
+    Ok(StoreLink {
+        store,
+        server: Some(handle),
+        lease: None,
+        host: Arc::from("initiator"),
+        tasks: Vec::new(),
+    })
+}
+
 /// The store credentials the remote mode leaves in the child's run dir (mode 0600):
 /// `user=<name>` and `password=<secret>` lines. Read from a file so the secret is never in argv.
 fn read_credentials(path: &std::path::Path) -> Result<(String, String)> {
@@ -120,6 +166,22 @@ fn read_credentials(path: &std::path::Path) -> Result<(String, String)> {
 }
 
 impl StoreLink {
+    /// Where a host's reverse tunnel delivers its connections: our embedded server.
+    pub fn tunnel_target(&self) -> Result<SocketAddr> {
+        self.server
+            .as_ref()
+            .map(|s| s.local_addr())
+            .context("no embedded store to tunnel to")
+    }
+
+    /// A store user for one remote host, allowed under `/_mgmt/` only.
+    pub fn add_host_user(&self, user: &str, secret: &str) -> Result<()> {
+        let server = self.server.as_ref().context("no embedded store")?;
+        server
+            .add_prefix_user(user, secret, "/_mgmt/")
+            .with_context(|| format!("cannot create store user {user}"))
+    }
+
     pub async fn publish(&self, recs: &[ExportedResource]) -> Result<()> {
         self.store
             .publish_exports(&self.host, recs.to_vec())

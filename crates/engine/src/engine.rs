@@ -220,7 +220,7 @@ impl Engine {
         for v in everyone {
             v.poke();
         }
-        tracing::info!(
+        tracing::debug!(
             added = report.added.len(),
             removed = report.removed.len(),
             kept = report.kept.len(),

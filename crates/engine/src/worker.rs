@@ -219,7 +219,7 @@ impl Vertex {
         let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
         match result {
             Ok(outcome) => {
-                tracing::info!(?outcome, refresh, ms, "check_apply done");
+                tracing::debug!(?outcome, refresh, ms, "check_apply done");
                 if outcome != Outcome::InSync {
                     // Children are marked before this vertex turns clean, so no child can slip
                     // through between the two.

@@ -1,0 +1,106 @@
+//! The live view of a remote run for people: one line per host (connecting, copying, running,
+//! converged, failed) redrawn in place when stderr is a terminal, plain prefixed lines
+//! otherwise. The child's output is always shown line by line, prefixed with its host.
+
+use std::collections::BTreeMap;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use remote::HostState;
+
+pub struct Progress {
+    tty: Option<(MultiProgress, BTreeMap<String, ProgressBar>)>,
+    width: usize,
+}
+
+impl Progress {
+    pub fn new(hosts: &[String], tty: bool) -> Progress {
+        let width = hosts.iter().map(String::len).max().unwrap_or(4).max(4);
+        if !tty {
+            return Progress { tty: None, width };
+        }
+        let mp = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let style = ProgressStyle::with_template("{spinner} {prefix} {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        let bars = hosts
+            .iter()
+            .map(|h| {
+                let pb = mp.add(ProgressBar::new_spinner());
+                pb.set_style(style.clone());
+                pb.set_prefix(format!("{h:<width$}"));
+                pb.set_message("waiting");
+                pb.enable_steady_tick(std::time::Duration::from_millis(120));
+                (h.clone(), pb)
+            })
+            .collect();
+        Progress {
+            tty: Some((mp, bars)),
+            width,
+        }
+    }
+
+    pub fn state(&mut self, host: &str, state: HostState) {
+        let word = match state {
+            HostState::Connecting => "connecting",
+            HostState::Copying => "copying",
+            HostState::Running => "running",
+            HostState::Done => "done",
+            HostState::Failed => "failed",
+        };
+        match &self.tty {
+            Some((_, bars)) => {
+                if let Some(pb) = bars.get(host) {
+                    pb.set_message(word.to_string());
+                    if matches!(state, HostState::Done | HostState::Failed) {
+                        pb.finish();
+                    }
+                }
+            }
+            None => eprintln!("{host:<w$} : {word}", w = self.width),
+        }
+    }
+
+    /// One line of the child's output.
+    pub fn line(&mut self, host: &str, line: &str) {
+        let text = format!("{host:<w$} | {line}", w = self.width);
+        match &self.tty {
+            Some((mp, bars)) => {
+                // The host's status line shows whether it is converged right now.
+                if let Some(pb) = bars.get(host) {
+                    if line.contains("converged") && !line.contains("unconverged") {
+                        pb.set_message("running, converged");
+                    } else if line.ends_with(": applied") {
+                        pb.set_message("running, applying");
+                    }
+                }
+                let _ = mp.println(text);
+            }
+            None => eprintln!("{text}"),
+        }
+    }
+
+    pub fn message(&mut self, host: &str, msg: &str) {
+        self.line(host, msg);
+    }
+
+    pub fn failed(&mut self, host: &str, msg: &str) {
+        match &self.tty {
+            Some((_, bars)) => {
+                if let Some(pb) = bars.get(host) {
+                    pb.finish_with_message(format!("failed: {msg}"));
+                }
+            }
+            None => eprintln!("{host:<w$} : failed: {msg}", w = self.width),
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if let Some((mp, bars)) = &self.tty {
+            for pb in bars.values() {
+                if !pb.is_finished() {
+                    pb.finish();
+                }
+            }
+            let _ = mp.clear();
+        }
+    }
+}

@@ -68,7 +68,7 @@ struct ExportValue {
     params: serde_json::Value,
 }
 
-fn check_segment(what: &'static str, value: &str) -> Result<(), StoreError> {
+pub(crate) fn check_segment(what: &'static str, value: &str) -> Result<(), StoreError> {
     let reason = if value.is_empty() {
         "it is empty"
     } else if value.contains('/') {
@@ -491,10 +491,14 @@ async fn grant_and_put(client: &mut Client, key: &str, ttl: i64) -> Result<i64, 
         .await
         .map_err(request_error("lease grant", key))?;
     let id = lease.id();
-    client
+    if let Err(source) = client
         .put(key, "alive", Some(PutOptions::new().with_lease(id)))
         .await
-        .map_err(request_error("put", key))?;
+    {
+        // Do not leave an unused lease behind (it would expire anyway).
+        let _ = client.lease_revoke(id).await;
+        return Err(request_error("put", key)(source));
+    }
     Ok(id)
 }
 

@@ -154,3 +154,72 @@ async fn per_host_users_are_confined_to_their_prefix() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_users_read_all_of_mgmt_but_write_only_their_own_keys() {
+    let server = common::start_ours().await;
+    let url = server.client_url();
+    server.add_host_user("h1", "pw1").unwrap();
+    server.add_host_user("h2", "pw2").unwrap();
+    assert!(server.add_host_user("root", "x").is_err());
+    assert!(server.add_host_user("a/b", "x").is_err());
+    server.enable_auth("rootpw").unwrap();
+    let creds = |u: &str, p: &str| Some((u.to_string(), p.to_string()));
+    let h1 = Store::connect(std::slice::from_ref(&url), creds("h1", "pw1"))
+        .await
+        .unwrap();
+    let h2 = Store::connect(std::slice::from_ref(&url), creds("h2", "pw2"))
+        .await
+        .unwrap();
+
+    let export = |name: &str| store::ExportedResource {
+        host: String::new(),
+        kind: "file".into(),
+        name: name.into(),
+        meta: serde_json::json!({}),
+        params: serde_json::json!({"content": name}),
+    };
+    let mut collector = h2.watch_exports().await.unwrap();
+    assert!(collector.next().await.unwrap().is_empty());
+    h1.publish_exports("h1", vec![export("/tmp/a")])
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(TIMEOUT, collector.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((got.len(), got[0].host.as_str()), (1, "h1"));
+    h1.set_converged("h1", true).await.unwrap();
+    let lease = h1
+        .register_host("h1", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(h2.live_hosts().await.unwrap().contains("h1"));
+    assert_eq!(h2.converged().await.unwrap().get("h1"), Some(&true));
+
+    // h1 cannot speak for h2.
+    for err in [
+        h1.publish_exports("h2", vec![export("/tmp/evil")])
+            .await
+            .unwrap_err(),
+        h1.set_converged("h2", true).await.unwrap_err(),
+        h1.register_host("h2", Duration::from_secs(10))
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+    ] {
+        assert!(
+            err.to_string().contains("etcdserver: permission denied"),
+            "{err}"
+        );
+    }
+    assert!(
+        h2.exports_snapshot()
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| e.host == "h1")
+    );
+    lease.close().await;
+    server.shutdown().await;
+}

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
 use crate::auth::{Auth, Caller, ROOT};
+use crate::client::keys;
 use crate::error::{EtcdError, StoreError};
 use crate::mvcc::{Commit, Mvcc};
 use crate::pb::authpb::{Permission, permission};
@@ -251,6 +252,50 @@ impl ServerHandle {
         auth.role_grant(user, perm)
             .map_err(|e| admin("role grant-permission", e))?;
         auth.user_grant_role(user, user)
+            .map_err(|e| admin("user grant-role", e))?;
+        Ok(())
+    }
+
+    /// Creates the user a mgmt host (named `host`, which is also the user name) connects as:
+    /// it may read everything under `/_mgmt/` (to collect exports and follow convergence) but
+    /// write only its own keys: `/_mgmt/exported/<host>/...`, `/_mgmt/converged/<host>` and
+    /// `/_mgmt/hosts/<host>`. The remote mode creates one per host with a per-run secret.
+    pub fn add_host_user(&self, host: &str, password: &str) -> Result<(), StoreError> {
+        crate::client::check_segment("host name", host)?;
+        let admin = |op, source| StoreError::Admin {
+            op,
+            user: host.to_string(),
+            source,
+        };
+        if host == ROOT {
+            return Err(admin("user add", EtcdError::InvalidAuthMgmt));
+        }
+        let perm = |perm_type: permission::Type, key: String, range_end: Vec<u8>| Permission {
+            perm_type: perm_type as i32,
+            key: key.into_bytes(),
+            range_end,
+        };
+        let own = keys::exported_host(host);
+        let own_end = prefix_end(own.as_bytes());
+        let mut auth = self.shared.auth_mut();
+        auth.user_add(host, password)
+            .map_err(|e| admin("user add", e))?;
+        auth.role_add(host).map_err(|e| admin("role add", e))?;
+        let root_end = prefix_end(keys::ROOT.as_bytes());
+        for p in [
+            perm(permission::Type::Read, keys::ROOT.to_string(), root_end),
+            perm(permission::Type::Readwrite, own, own_end),
+            perm(
+                permission::Type::Readwrite,
+                keys::converged(host),
+                Vec::new(),
+            ),
+            perm(permission::Type::Readwrite, keys::host(host), Vec::new()),
+        ] {
+            auth.role_grant(host, p)
+                .map_err(|e| admin("role grant-permission", e))?;
+        }
+        auth.user_grant_role(host, host)
             .map_err(|e| admin("user grant-role", e))?;
         Ok(())
     }

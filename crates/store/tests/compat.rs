@@ -622,6 +622,13 @@ async fn script(url: &str) -> Vec<String> {
         })
         .collect();
     t.log("role get", format!("{perms:?}"));
+    c.user_change_password("alice", "alicepw2").await.unwrap();
+    let alice_roles = c.user_get("alice").await.unwrap();
+    t.log("user get", format!("{:?}", alice_roles.roles()));
+    match c.user_get("nobody").await {
+        Ok(_) => t.log("user get unknown", "accepted".into()),
+        Err(e) => t.err("user get unknown", e),
+    }
     let users = c.user_list().await.unwrap();
     t.log("users", format!("{:?}", users.users()));
     c.auth_enable().await.unwrap();
@@ -642,7 +649,11 @@ async fn script(url: &str) -> Vec<String> {
         Ok(_) => t.log("wrong password", "accepted".into()),
         Err(e) => t.err("wrong password", e),
     }
-    let mut alice = login("alice", "alicepw").await.unwrap();
+    match login("alice", "alicepw").await {
+        Ok(_) => t.log("old password", "accepted".into()),
+        Err(e) => t.err("old password", e),
+    }
+    let mut alice = login("alice", "alicepw2").await.unwrap();
     match alice.put("/alice/x", "1", None).await {
         Ok(_) => t.log("alice own key", "ok".into()),
         Err(e) => t.err("alice own key", e),

@@ -672,6 +672,26 @@ async fn script(url: &str) -> Vec<String> {
         "alice read all",
         alice.get("/", Some(GetOptions::new().with_prefix())).await,
     );
+    match alice
+        .watch("/bob/", Some(WatchOptions::new().with_prefix()))
+        .await
+    {
+        Ok(mut w) => match tokio::time::timeout(TIMEOUT, w.message()).await.unwrap() {
+            Ok(Some(r)) => t.log(
+                "alice watch other",
+                format!(
+                    "created {} canceled {} id {} reason {:?}",
+                    r.created(),
+                    r.canceled(),
+                    r.watch_id(),
+                    r.cancel_reason()
+                ),
+            ),
+            Ok(None) => t.log("alice watch other", "closed".into()),
+            Err(e) => t.err("alice watch other", e),
+        },
+        Err(e) => t.err("alice watch other", e),
+    }
     match alice.user_add("eve", "x", None).await {
         Ok(_) => t.log("alice admin", "accepted".into()),
         Err(e) => t.err("alice admin", e),

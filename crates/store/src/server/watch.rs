@@ -171,7 +171,8 @@ impl Session {
             .check(&self.caller, &c.key, &c.range_end, false)
             .err();
         let id = if let Some(e) = denied {
-            Err(e.to_string())
+            // etcd puts the gRPC error's Go rendering here.
+            Err(format!("rpc error: code = {:?} desc = {e}", e.code()))
         } else if c.watch_id != 0 {
             if self.watchers.contains_key(&c.watch_id) {
                 Err("mvcc: duplicate watch ID provided on the WatchStream".to_string())

@@ -8,6 +8,7 @@
 pub mod exec;
 pub mod file;
 mod ident;
+mod inotify;
 pub mod msg;
 pub mod noop;
 mod params;

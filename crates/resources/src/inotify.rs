@@ -1,0 +1,332 @@
+//! The process-wide inotify hub: one inotify instance and one reader thread for every watch
+//! of this process, however many resources watch.
+//!
+//! A watch per resource would cost an inotify instance and a thread each (the kernel allows
+//! 128 instances per user by default), and every resource watching a shared directory would
+//! wake on every sibling's change. Here a subscriber states its interests as `(directory,
+//! entry name)` pairs, or `(directory, None)` for every entry; the kernel watch on a directory
+//! is shared (inotify hands out one watch descriptor per inode and instance) and reference
+//! counted, and each event wakes only the subscribers interested in the entry it names.
+//!
+//! Ambiguity always wakes: a queue overflow wakes everyone and forgets every watch, and a
+//! watched directory that is deleted, moved or unmounted wakes its subscribers and forgets its
+//! watch, so that their next `set` watches whatever is at the path now. Waking is a coalescing
+//! `Notify` permit: the reader never blocks on a subscriber. The reader is a thread rather than
+//! a task because the hub outlives any one tokio runtime. This must never change the
+//! filesystem, and never reports reads (opening, reading and closing without writing).
+
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use nix::errno::Errno;
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, InotifyEvent, WatchDescriptor};
+use tokio::sync::Notify;
+
+/// Changes of entries (created, deleted, renamed in or out, written, closed after writing,
+/// attributes) and of the directory itself (deleted, moved). Every watch has this mask, so a
+/// shared watch always carries the union of what its subscribers need. Reads are left out.
+const MASK: AddWatchFlags = AddWatchFlags::IN_CREATE
+    .union(AddWatchFlags::IN_DELETE)
+    .union(AddWatchFlags::IN_MOVED_FROM)
+    .union(AddWatchFlags::IN_MOVED_TO)
+    .union(AddWatchFlags::IN_MODIFY)
+    .union(AddWatchFlags::IN_ATTRIB)
+    .union(AddWatchFlags::IN_CLOSE_WRITE)
+    .union(AddWatchFlags::IN_DELETE_SELF)
+    .union(AddWatchFlags::IN_MOVE_SELF)
+    .union(AddWatchFlags::IN_ONLYDIR);
+
+/// The watch descriptor no longer refers to the directory at its path (or to anything).
+const GONE: AddWatchFlags = AddWatchFlags::IN_DELETE_SELF
+    .union(AddWatchFlags::IN_MOVE_SELF)
+    .union(AddWatchFlags::IN_UNMOUNT)
+    .union(AddWatchFlags::IN_IGNORED);
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WatchError {
+    #[error("starting inotify: {0}")]
+    Init(Errno),
+    #[error("starting the inotify reader thread: {0}")]
+    Thread(std::io::Error),
+    #[error("watching {}: {source}", path.display())]
+    Watch { path: PathBuf, source: Errno },
+    #[error("the inotify reader stopped: {0}")]
+    Stopped(Errno),
+}
+
+/// Changes of the entry `name` of `dir`, or of every entry of `dir` (and of `dir` itself)
+/// with `None`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Interest {
+    pub dir: PathBuf,
+    pub name: Option<OsString>,
+}
+
+type SubId = u64;
+
+struct Hub {
+    fd: Inotify,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    watches: HashMap<WatchDescriptor, Watch>,
+    subs: HashMap<SubId, Sub>,
+    next_id: SubId,
+    /// Set once the reader has stopped; the hub is then replaced for new subscribers.
+    stopped: Option<Errno>,
+}
+
+/// One kernel watch and who listens to it.
+struct Watch {
+    /// The path it was added as, for logs.
+    dir: PathBuf,
+    /// Subscribers by entry name (`None`: every entry). A subscriber appears once per
+    /// interest: two of its paths may lead to one directory.
+    listeners: HashMap<Option<OsString>, Vec<SubId>>,
+}
+
+struct Sub {
+    wake: Arc<Notify>,
+    /// Each interest with the watch serving it.
+    interests: HashMap<Interest, WatchDescriptor>,
+}
+
+/// A subscriber's handle: interests are set with `set`, changes awaited with `changed`.
+/// Dropping it releases its watches.
+pub(crate) struct Subscription {
+    hub: &'static Hub,
+    id: SubId,
+    wake: Arc<Notify>,
+}
+
+static HUB: Mutex<Option<&'static Hub>> = Mutex::new(None);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The state stays consistent across a panic in a subscriber's thread: every update is
+    // completed before anything that could panic.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Join the hub, creating it (and its reader thread) on first use.
+pub(crate) fn subscribe() -> Result<Subscription, WatchError> {
+    let hub = {
+        let mut current = lock(&HUB);
+        match *current {
+            Some(hub) if lock(&hub.state).stopped.is_none() => hub,
+            _ => {
+                let hub = Hub::start()?;
+                *current = Some(hub);
+                hub
+            }
+        }
+    };
+    let wake = Arc::new(Notify::new());
+    let mut state = lock(&hub.state);
+    let id = state.next_id;
+    state.next_id += 1;
+    state.subs.insert(
+        id,
+        Sub {
+            wake: wake.clone(),
+            interests: HashMap::new(),
+        },
+    );
+    Ok(Subscription { hub, id, wake })
+}
+
+impl Hub {
+    /// A new hub, leaked: it lives as long as the process, like its reader thread.
+    fn start() -> Result<&'static Hub, WatchError> {
+        let fd = Inotify::init(InitFlags::IN_CLOEXEC).map_err(WatchError::Init)?;
+        let hub: &'static Hub = Box::leak(Box::new(Hub {
+            fd,
+            state: Mutex::new(State::default()),
+        }));
+        std::thread::Builder::new()
+            .name("inotify-hub".into())
+            .spawn(move || hub.read())
+            .map_err(WatchError::Thread)?;
+        Ok(hub)
+    }
+
+    fn read(&self) {
+        loop {
+            match self.fd.read_events() {
+                Ok(events) => {
+                    let mut state = lock(&self.state);
+                    for event in events {
+                        state.dispatch(&self.fd, event);
+                    }
+                }
+                Err(Errno::EINTR) => {}
+                Err(e) => {
+                    tracing::error!("inotify reader stopped: {e}");
+                    let mut state = lock(&self.state);
+                    state.stopped = Some(e);
+                    state.forget_all(&self.fd);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl State {
+    fn dispatch(&mut self, fd: &Inotify, event: InotifyEvent) {
+        if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
+            tracing::warn!("inotify queue overflowed; rewatching everything");
+            self.forget_all(fd);
+        } else if event.mask.intersects(GONE) {
+            self.forget(fd, event.wd);
+        } else if let Some(watch) = self.watches.get(&event.wd) {
+            let wake = |ids: Option<&Vec<SubId>>| {
+                for id in ids.into_iter().flatten() {
+                    if let Some(sub) = self.subs.get(id) {
+                        sub.wake.notify_one();
+                    }
+                }
+            };
+            match event.name {
+                Some(name) => {
+                    wake(watch.listeners.get(&Some(name)));
+                    wake(watch.listeners.get(&None));
+                }
+                // About the directory itself (its attributes): everyone below may care.
+                None => watch.listeners.values().for_each(|ids| wake(Some(ids))),
+            }
+        }
+    }
+
+    /// The watch `wd` no longer serves its path: drop it and wake its subscribers, whose next
+    /// `set` watches the path afresh.
+    fn forget(&mut self, fd: &Inotify, wd: WatchDescriptor) {
+        let Some(watch) = self.watches.remove(&wd) else {
+            return;
+        };
+        tracing::debug!(dir = %watch.dir.display(), "watched directory gone");
+        // Already gone when the kernel says so (IN_IGNORED); harmless then.
+        let _ = fd.rm_watch(wd);
+        for id in watch.listeners.values().flatten() {
+            if let Some(sub) = self.subs.get_mut(id) {
+                sub.interests.retain(|_, w| *w != wd);
+                sub.wake.notify_one();
+            }
+        }
+    }
+
+    fn forget_all(&mut self, fd: &Inotify) {
+        for wd in self.watches.keys() {
+            let _ = fd.rm_watch(*wd);
+        }
+        self.watches.clear();
+        for sub in self.subs.values_mut() {
+            sub.interests.clear();
+            sub.wake.notify_one();
+        }
+    }
+}
+
+/// Take one registration of `id` for `name` off the watch `wd`; the kernel watch goes with
+/// the last one.
+fn release(
+    fd: &Inotify,
+    watches: &mut HashMap<WatchDescriptor, Watch>,
+    wd: WatchDescriptor,
+    name: &Option<OsString>,
+    id: SubId,
+) {
+    let Some(watch) = watches.get_mut(&wd) else {
+        return;
+    };
+    if let Some(ids) = watch.listeners.get_mut(name) {
+        if let Some(at) = ids.iter().position(|i| *i == id) {
+            ids.swap_remove(at);
+        }
+        if ids.is_empty() {
+            watch.listeners.remove(name);
+        }
+    }
+    if watch.listeners.is_empty() {
+        watches.remove(&wd);
+        // The directory may already be gone, taking its watch along.
+        let _ = fd.rm_watch(wd);
+    }
+}
+
+impl Subscription {
+    /// Make the interests exactly `wanted`. Interests already held keep their watch; new ones
+    /// are watched before old ones are released, so a shared directory is never unwatched in
+    /// between. On error the interests before the failing one are held: call again (the
+    /// directory may have vanished since the caller looked).
+    pub(crate) fn set(&self, wanted: &BTreeSet<Interest>) -> Result<(), WatchError> {
+        let hub = self.hub;
+        let mut state = lock(&hub.state);
+        if let Some(e) = state.stopped {
+            return Err(WatchError::Stopped(e));
+        }
+        let State { watches, subs, .. } = &mut *state;
+        let Some(sub) = subs.get_mut(&self.id) else {
+            return Ok(());
+        };
+        for interest in wanted {
+            if sub.interests.contains_key(interest) {
+                continue;
+            }
+            let wd = hub
+                .fd
+                .add_watch(&interest.dir, MASK)
+                .map_err(|source| WatchError::Watch {
+                    path: interest.dir.clone(),
+                    source,
+                })?;
+            watches
+                .entry(wd)
+                .or_insert_with(|| Watch {
+                    dir: interest.dir.clone(),
+                    listeners: HashMap::new(),
+                })
+                .listeners
+                .entry(interest.name.clone())
+                .or_default()
+                .push(self.id);
+            sub.interests.insert(interest.clone(), wd);
+        }
+        let stale: Vec<Interest> = sub
+            .interests
+            .keys()
+            .filter(|i| !wanted.contains(*i))
+            .cloned()
+            .collect();
+        for interest in stale {
+            if let Some(wd) = sub.interests.remove(&interest) {
+                release(&hub.fd, watches, wd, &interest.name, self.id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Wait for a change of interest (or for a watch of ours to be lost, which `set` repairs).
+    pub(crate) async fn changed(&self) -> Result<(), WatchError> {
+        self.wake.notified().await;
+        match lock(&self.hub.state).stopped {
+            Some(e) => Err(WatchError::Stopped(e)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut state = lock(&self.hub.state);
+        let State { watches, subs, .. } = &mut *state;
+        if let Some(sub) = subs.remove(&self.id) {
+            for (interest, wd) in sub.interests {
+                release(&self.hub.fd, watches, wd, &interest.name, self.id);
+            }
+        }
+    }
+}

@@ -110,7 +110,22 @@ fn three_hosts_exchange_through_a_real_etcd() {
     let url = etcd.client_url();
     let mut running = start(t.path(), Some(&url));
     check_exchange(t.path(), &mut running);
+    // Liveness (leased) and convergence flags, per host, readable with etcdctl.
+    let hosts = etcdctl(&url, &["get", "--prefix", "--keys-only", "/_mgmt/hosts/"]);
+    for h in HOSTS {
+        assert!(hosts.contains(&format!("/_mgmt/hosts/{h}")), "{hosts}");
+    }
+    let conv = etcdctl(
+        &url,
+        &["get", "--prefix", "--keys-only", "/_mgmt/converged/"],
+    );
+    for h in HOSTS {
+        assert!(conv.contains(&format!("/_mgmt/converged/{h}")), "{conv}");
+    }
     check_live_update(t.path(), &mut running);
+    // Interrupted hosts revoke their liveness lease.
+    let hosts = etcdctl(&url, &["get", "--prefix", "--keys-only", "/_mgmt/hosts/"]);
+    assert!(hosts.trim().is_empty(), "{hosts}");
     // What the hosts left in etcd is readable with etcdctl: mgmt's key layout.
     let out = std::process::Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
@@ -130,4 +145,47 @@ fn three_hosts_exchange_through_a_real_etcd() {
         keys.contains("/_mgmt/exported/a/resources/file/file2a"),
         "{keys}"
     );
+}
+
+#[test]
+fn noop_exports_nothing() {
+    let etcd = testbed::Etcd::start().expect("start etcd");
+    let t = tempfile::tempdir().unwrap();
+    let url = etcd.client_url();
+    let g = graph(t.path(), "a");
+    let (st, _out, err) = support::run_to_end(&[
+        "--hostname",
+        "a",
+        "--noop",
+        "--no-server",
+        "--seeds",
+        &url,
+        "--converged-timeout",
+        "0",
+        "--yaml",
+        g.to_str().unwrap(),
+    ]);
+    assert!(st.success(), "{err}");
+    let keys = etcdctl(
+        &url,
+        &["get", "--prefix", "--keys-only", "/_mgmt/exported/"],
+    );
+    assert!(keys.trim().is_empty(), "--noop must export nothing: {keys}");
+    assert!(!t.path().join("a").exists(), "--noop must change nothing");
+}
+
+fn etcdctl(url: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg("--endpoints")
+        .arg(url)
+        .args(args)
+        .output()
+        .expect("run etcdctl");
+    assert!(
+        out.status.success(),
+        "etcdctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

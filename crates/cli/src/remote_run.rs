@@ -134,7 +134,7 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
     let mut targets = Vec::new();
     let mut updaters: BTreeMap<PathBuf, (String, String, mpsc::Sender<Vec<u8>>)> = BTreeMap::new();
     for p in &plans {
-        let user = format!("mgmt-{}", p.hostname);
+        let user = p.hostname.clone();
         let secret = crate::secret()?;
         link.add_host_user(&user, &secret)?;
         // A flag left by an earlier run (a real etcd outlives us) must not count as converged.

@@ -113,29 +113,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Join the hub, creating it (and its reader thread) on first use.
 pub(crate) fn subscribe() -> Result<Subscription, WatchError> {
-    let hub = {
-        let mut current = lock(&HUB);
-        match *current {
-            Some(hub) if lock(&hub.state).stopped.is_none() => hub,
-            _ => {
-                let hub = Hub::start()?;
-                *current = Some(hub);
-                hub
-            }
+    let mut current = lock(&HUB);
+    let hub = match *current {
+        Some(hub) if lock(&hub.state).stopped.is_none() => hub,
+        _ => {
+            let hub = Hub::start()?;
+            *current = Some(hub);
+            hub
         }
     };
-    let wake = Arc::new(Notify::new());
-    let mut state = lock(&hub.state);
-    let id = state.next_id;
-    state.next_id += 1;
-    state.subs.insert(
-        id,
-        Sub {
-            wake: wake.clone(),
-            interests: HashMap::new(),
-        },
-    );
-    Ok(Subscription { hub, id, wake })
+    drop(current);
+    Ok(hub.subscribe())
 }
 
 impl Hub {
@@ -151,6 +139,25 @@ impl Hub {
             .spawn(move || hub.read())
             .map_err(WatchError::Thread)?;
         Ok(hub)
+    }
+
+    fn subscribe(&'static self) -> Subscription {
+        let wake = Arc::new(Notify::new());
+        let mut state = lock(&self.state);
+        let id = state.next_id;
+        state.next_id += 1;
+        state.subs.insert(
+            id,
+            Sub {
+                wake: wake.clone(),
+                interests: HashMap::new(),
+            },
+        );
+        Subscription {
+            hub: self,
+            id,
+            wake,
+        }
     }
 
     fn read(&self) {
@@ -328,5 +335,111 @@ impl Drop for Subscription {
                 release(&self.hub.fd, watches, wd, &interest.name, self.id);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{AsFd, AsRawFd};
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Generous: only a broken hub waits this long.
+    const DEADLINE: Duration = Duration::from_secs(20);
+
+    fn interests(dir: &Path, names: &[&str]) -> BTreeSet<Interest> {
+        names
+            .iter()
+            .map(|n| Interest {
+                dir: dir.to_path_buf(),
+                name: Some((*n).into()),
+            })
+            .collect()
+    }
+
+    /// How many kernel watches the hub holds on `dir`'s inode, as the kernel lists them in
+    /// the fdinfo of the inotify descriptor (`inotify wd:1 ino:1a2b sdev:...`).
+    fn kernel_watches(sub: &Subscription, dir: &Path) -> usize {
+        let fd = sub.hub.fd.as_fd().as_raw_fd();
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
+        let ino = format!("ino:{:x} ", std::fs::metadata(dir).unwrap().ino());
+        info.lines()
+            .filter(|l| l.starts_with("inotify ") && l.contains(&ino))
+            .count()
+    }
+
+    async fn changed(sub: &Subscription) {
+        tokio::time::timeout(DEADLINE, sub.changed())
+            .await
+            .expect("no change before the deadline")
+            .unwrap();
+    }
+
+    /// True when a wake is pending for `sub` (consuming it).
+    async fn pending(sub: &Subscription) -> bool {
+        tokio::select! {
+            biased;
+            _ = sub.changed() => true,
+            _ = std::future::ready(()) => false,
+        }
+    }
+
+    #[tokio::test]
+    async fn subscribers_share_one_kernel_watch_released_with_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (subscribe().unwrap(), subscribe().unwrap());
+        a.set(&interests(dir.path(), &["x"])).unwrap();
+        b.set(&interests(dir.path(), &["y", "z"])).unwrap();
+        assert_eq!(kernel_watches(&a, dir.path()), 1);
+
+        // Each hears only its own names; `b` hearing "z" orders the checks after "y".
+        std::fs::write(dir.path().join("y"), "1").unwrap();
+        std::fs::write(dir.path().join("z"), "1").unwrap();
+        changed(&b).await;
+        assert!(!pending(&a).await, "woken by a name it did not ask for");
+
+        // Dropping one interest or one subscriber keeps the shared watch for the others.
+        b.set(&interests(dir.path(), &["y"])).unwrap();
+        drop(a);
+        assert_eq!(kernel_watches(&b, dir.path()), 1);
+        std::fs::write(dir.path().join("y"), "2").unwrap();
+        changed(&b).await;
+
+        b.set(&BTreeSet::new()).unwrap();
+        assert_eq!(kernel_watches(&b, dir.path()), 0);
+    }
+
+    #[tokio::test]
+    async fn an_overflow_wakes_everyone_and_watches_are_set_up_again() {
+        let dir = tempfile::tempdir().unwrap();
+        // A hub of its own: the overflow forgets every watch of its hub.
+        let sub = Hub::start().unwrap().subscribe();
+        let wanted = interests(dir.path(), &["x"]);
+        sub.set(&wanted).unwrap();
+        // The kernel's overflow event carries wd -1 and no name; its wd is never looked at.
+        let wd = *lock(&sub.hub.state).subs[&sub.id]
+            .interests
+            .values()
+            .next()
+            .unwrap();
+        lock(&sub.hub.state).dispatch(
+            &sub.hub.fd,
+            InotifyEvent {
+                wd,
+                mask: AddWatchFlags::IN_Q_OVERFLOW,
+                cookie: 0,
+                name: None,
+            },
+        );
+        changed(&sub).await;
+        assert_eq!(kernel_watches(&sub, dir.path()), 0, "every watch forgotten");
+
+        sub.set(&wanted).unwrap();
+        assert_eq!(kernel_watches(&sub, dir.path()), 1);
+        std::fs::write(dir.path().join("x"), "1").unwrap();
+        changed(&sub).await;
     }
 }

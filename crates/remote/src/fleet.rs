@@ -127,6 +127,37 @@ impl std::fmt::Debug for Target {
     }
 }
 
+/// A file put next to the graph in a host's run dir: more graph files and credentials that the
+/// host hands on to hosts of its own (hierarchical runs). To this crate it is only a name and
+/// bytes; the bytes travel on stdin, never in argv.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ExtraFile {
+    /// A plain file name (no `/`), distinct from the graph's and from the reserved names.
+    pub name: String,
+    pub bytes: Vec<u8>,
+    pub mode: u32,
+}
+
+impl std::fmt::Debug for ExtraFile {
+    // By hand: extra files may hold secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExtraFile")
+            .field("name", &self.name)
+            .field("len", &self.bytes.len())
+            .field("mode", &format_args!("{:o}", self.mode))
+            .finish()
+    }
+}
+
+/// What a target carries besides its graph (see [`run_fleet_with`]).
+#[derive(Debug, Default)]
+pub struct TargetExtras {
+    /// Written into the run dir before the child starts.
+    pub files: Vec<ExtraFile>,
+    /// New versions of extra files (by name), copied over while the child runs.
+    pub updates: Option<mpsc::Receiver<ExtraFile>>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostState {
     Connecting,
@@ -253,8 +284,22 @@ impl Shared {
 
 /// Runs every target until its child ends or `cancel` fires, and reports per host.
 pub async fn run_fleet(
-    mut cfg: FleetConfig,
+    cfg: FleetConfig,
     targets: Vec<Target>,
+    cancel: CancellationToken,
+    events: mpsc::Sender<RemoteEvent>,
+) -> FleetReport {
+    let targets = targets
+        .into_iter()
+        .map(|t| (t, TargetExtras::default()))
+        .collect();
+    run_fleet_with(cfg, targets, cancel, events).await
+}
+
+/// `run_fleet` where each target also gets extra files in its run dir (and updates of them).
+pub async fn run_fleet_with(
+    mut cfg: FleetConfig,
+    targets: Vec<(Target, TargetExtras)>,
     cancel: CancellationToken,
     events: mpsc::Sender<RemoteEvent>,
 ) -> FleetReport {
@@ -304,10 +349,10 @@ pub async fn run_fleet(
     });
     let mut tasks = tokio::task::JoinSet::new();
     let n = targets.len();
-    for (i, t) in targets.into_iter().enumerate() {
+    for (i, (t, extras)) in targets.into_iter().enumerate() {
         let shared = shared.clone();
         let cancel = cancel.clone();
-        tasks.spawn(async move { (i, run_host(shared, t, cancel).await) });
+        tasks.spawn(async move { (i, run_host(shared, t, extras, cancel).await) });
     }
     let mut reports: Vec<Option<HostReport>> = vec![None; n];
     while let Some(r) = tasks.join_next().await {
@@ -323,14 +368,14 @@ pub async fn run_fleet(
 }
 
 async fn fail_all(
-    targets: Vec<Target>,
+    targets: Vec<(Target, TargetExtras)>,
     step: Step,
     error: Error,
     events: &mpsc::Sender<RemoteEvent>,
 ) -> FleetReport {
     let error = Arc::new(error);
     let mut hosts = Vec::new();
-    for t in targets {
+    for (t, _) in targets {
         let _ = events
             .send(RemoteEvent::Failed {
                 host: t.hostname.clone(),
@@ -413,7 +458,12 @@ fn remote_name(file: &Path) -> Result<String, Error> {
     Ok(name.to_string())
 }
 
-async fn run_host(shared: Arc<Shared>, mut t: Target, cancel: CancellationToken) -> HostReport {
+async fn run_host(
+    shared: Arc<Shared>,
+    mut t: Target,
+    mut extras: TargetExtras,
+    cancel: CancellationToken,
+) -> HostReport {
     let start = Instant::now();
     let mut p = Progress {
         host: t.hostname.clone(),
@@ -422,8 +472,11 @@ async fn run_host(shared: Arc<Shared>, mut t: Target, cancel: CancellationToken)
         run_dir: None,
     };
     let span = tracing::info_span!("remote", host = %t.hostname);
-    let (outcome, exit, ran) =
-        tracing::Instrument::instrument(host_main(&shared, &mut t, &cancel, &mut p), span).await;
+    let (outcome, exit, ran) = tracing::Instrument::instrument(
+        host_main(&shared, &mut t, &mut extras, &cancel, &mut p),
+        span,
+    )
+    .await;
     let host = t.hostname.clone();
     if let HostOutcome::Failed { step, error } = &outcome {
         shared
@@ -462,6 +515,7 @@ async fn run_host(shared: Arc<Shared>, mut t: Target, cancel: CancellationToken)
 async fn host_main(
     shared: &Shared,
     t: &mut Target,
+    extras: &mut TargetExtras,
     cancel: &CancellationToken,
     p: &mut Progress,
 ) -> (HostOutcome, Option<ChildExit>, bool) {
@@ -506,7 +560,7 @@ async fn host_main(
             return finish_setup_failure(shared, &host, stop, permit).await;
         }
     };
-    let started = setup(shared, &session, t, cancel, p).await;
+    let started = setup(shared, &session, t, extras, cancel, p).await;
     let running = match started {
         Ok(r) => r,
         Err(stop) => {
@@ -524,7 +578,7 @@ async fn host_main(
         })
         .await;
     drop(permit);
-    let (outcome, exit, pid) = supervise(shared, &session, t, cancel, p, running).await;
+    let (outcome, exit, pid) = supervise(shared, &session, t, extras, cancel, p, running).await;
     cleanup(shared, &session, p, pid, shared.cfg.force.is_cancelled()).await;
     session.close().await;
     (outcome, exit, true)
@@ -555,6 +609,22 @@ async fn finish_setup_failure(
     (outcome, None, false)
 }
 
+/// Checks an extra file's name: what `remote_name` asks of a graph's, a plain name (no `/`),
+/// and not the graph's own.
+fn extra_name(name: &str, graph: &str) -> Result<(), Error> {
+    let bad = |reason| Error::GraphName {
+        file: PathBuf::from(name),
+        reason,
+    };
+    if name.is_empty() || name.contains('/') || name == ".." {
+        return Err(bad("an extra file needs a plain file name"));
+    }
+    if name == graph {
+        return Err(bad("an extra file cannot have the graph's name"));
+    }
+    remote_name(Path::new(name)).map(|_| ())
+}
+
 /// The running child: its channel and where its files are.
 struct Running {
     channel: russh::Channel<russh::client::Msg>,
@@ -566,12 +636,26 @@ async fn setup(
     shared: &Shared,
     s: &Session,
     t: &Target,
+    extras: &TargetExtras,
     cancel: &CancellationToken,
     p: &mut Progress,
 ) -> Result<Running, Stop> {
     let cfg = &shared.cfg;
     let fail = |step| move |e| Stop::Failed(step, e);
     let name = remote_name(&t.file).map_err(fail(Step::RunDir))?;
+    let mut extra_names = std::collections::BTreeSet::new();
+    for f in &extras.files {
+        extra_name(&f.name, &name).map_err(fail(Step::RunDir))?;
+        if !extra_names.insert(f.name.as_str()) {
+            return Err(Stop::Failed(
+                Step::RunDir,
+                Error::GraphName {
+                    file: PathBuf::from(&f.name),
+                    reason: "two extra files have this name",
+                },
+            ));
+        }
+    }
     if t.store_user.contains(['\n', '\r']) || t.store_secret.contains(['\n', '\r']) {
         return Err(Stop::Failed(
             Step::RunDir,
@@ -614,6 +698,15 @@ async fn setup(
     )
     .await?;
     p.bytes_sent += t.graph.len() as u64;
+    for f in &extras.files {
+        cancellable(
+            cancel,
+            Step::RunDir,
+            upload::write_file(s, &probe.run_dir, &f.name, &f.bytes, f.mode, Step::RunDir),
+        )
+        .await?;
+        p.bytes_sent += f.bytes.len() as u64;
+    }
     let cred = format!("user={}\npassword={}\n", t.store_user, t.store_secret);
     cancellable(
         cancel,
@@ -746,6 +839,7 @@ async fn supervise(
     shared: &Shared,
     s: &Session,
     t: &mut Target,
+    extras: &mut TargetExtras,
     cancel: &CancellationToken,
     p: &mut Progress,
     mut r: Running,
@@ -761,6 +855,7 @@ async fn supervise(
     let far = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
     let mut deadline = far;
     let mut updates = t.updates.take();
+    let mut extra_updates = extras.updates.take();
     let mut exec_refused = false;
     loop {
         tokio::select! {
@@ -824,6 +919,19 @@ async fn supervise(
                 }
                 None => updates = None,
             },
+            u = recv_update(&mut extra_updates) => match u {
+                Some(f) => {
+                    match upload::write_file(s, &r.run_dir, &f.name, &f.bytes, f.mode, Step::Update).await {
+                        Ok(()) => {
+                            p.bytes_sent += f.bytes.len() as u64;
+                            tracing::info!("copied new version of {}", f.name);
+                            shared.emit(RemoteEvent::GraphCopied { host: host.clone(), file: PathBuf::from(&f.name) }).await;
+                        }
+                        Err(e) => warn(shared, &host, format!("cannot copy new version of {}: {e}", f.name)).await,
+                    }
+                }
+                None => extra_updates = None,
+            },
         }
     }
     for line in [out.rest(), err.rest()].into_iter().flatten() {
@@ -857,7 +965,7 @@ async fn supervise(
     (outcome, exit, pid)
 }
 
-async fn recv_update(updates: &mut Option<mpsc::Receiver<Vec<u8>>>) -> Option<Vec<u8>> {
+async fn recv_update<T>(updates: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     match updates {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
@@ -968,6 +1076,16 @@ mod tests {
         assert!(remote_name(Path::new("/a/.b")).is_err());
         assert!(remote_name(Path::new("store.cred")).is_err());
         assert!(remote_name(Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn extra_names() {
+        assert!(extra_name("sub-1-l.yaml", "g.yaml").is_ok());
+        assert!(extra_name("g.yaml", "g.yaml").is_err());
+        assert!(extra_name("a/b", "g.yaml").is_err());
+        assert!(extra_name("store.cred", "g.yaml").is_err());
+        assert!(extra_name(".x", "g.yaml").is_err());
+        assert!(extra_name("", "g.yaml").is_err());
     }
 
     #[test]

@@ -18,7 +18,7 @@ mod url;
 
 pub use error::{ChildExit, Error, Step};
 pub use fleet::{
-    CacheUse, ChildArgs, FleetConfig, FleetReport, HostOutcome, HostReport, HostState, RemoteEvent,
-    Target, run_fleet, sha256_file,
+    CacheUse, ChildArgs, ExtraFile, FleetConfig, FleetReport, HostOutcome, HostReport, HostState,
+    RemoteEvent, Target, TargetExtras, run_fleet, run_fleet_with, sha256_file,
 };
 pub use url::{RemoteUrl, UrlError};

@@ -3,6 +3,8 @@
 //! blocking the suite.
 #![allow(dead_code)]
 
+pub mod bed;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -31,7 +33,12 @@ pub struct Running {
 
 impl Running {
     pub fn start(args: &[&str]) -> Running {
-        let mut child = mgmt()
+        Running::start_cmd(mgmt(), args)
+    }
+
+    /// Like `start`, from a prepared `mgmt` command (its environment, say).
+    pub fn start_cmd(mut cmd: Command, args: &[&str]) -> Running {
+        let mut child = cmd
             .arg("run")
             .arg("--json")
             .args(args)
@@ -97,10 +104,20 @@ impl Running {
         what: &str,
         pred: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
+        self.wait_event_within(DEADLINE, what, pred)
+    }
+
+    /// `wait_event` with a deadline other than `DEADLINE` (a fleet of hosts takes longer).
+    pub fn wait_event_within(
+        &mut self,
+        within: Duration,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         if let Some(v) = self.seen[self.mark..].iter().find(|v| pred(v)) {
             return v.clone();
         }
-        let end = Instant::now() + DEADLINE;
+        let end = Instant::now() + within;
         loop {
             let left = end.saturating_duration_since(Instant::now());
             match self.events.recv_timeout(left) {
@@ -111,7 +128,7 @@ impl Running {
                     }
                 }
                 Err(_) => panic!(
-                    "no event {what} within {DEADLINE:?}; saw {:#?}\nstderr:\n{}",
+                    "no event {what} within {within:?}; saw {:#?}\nstderr:\n{}",
                     self.seen,
                     self.stderr()
                 ),

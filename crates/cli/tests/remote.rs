@@ -1,0 +1,580 @@
+//! End-to-end tests of `mgmt run --remote`: the real binary against real sshd hosts in network
+//! namespaces (the test bed), checking each host's filesystem and processes from inside its
+//! namespaces. Synchronisation is by the initiator's JSON events and its exit, never by sleeping.
+
+mod support;
+
+use support::bed::{
+    Bed, FLEET_DEADLINE, applied_line, cached_binary, exit_reason, host_events, seed_graph, summary,
+};
+use testbed::TestbedConfig;
+
+const FILE2A: &str = "i am file2a, exported from host a\n";
+const FILE2B: &str = "i am file2b, exported from host b\n";
+
+#[test]
+fn seed_scenario_converges_on_two_hosts_and_leaves_only_the_cache() {
+    let bed = Bed::up(TestbedConfig::hosts(2));
+    let (h1, h2) = (bed.h(1), bed.h(2));
+    let a = bed.graph("a.yaml", &seed_graph("a", &bed.url(h1)));
+    let b = bed.graph("b.yaml", &seed_graph("b", &bed.url(h2)));
+    let mut r = bed.start(&[&a, &b], &["--converged-timeout", "1"]);
+    let (st, err) = r.wait();
+    assert_eq!(st.code(), Some(0), "{err}");
+    assert_eq!(exit_reason(&r.seen), "converged");
+
+    assert_eq!(bed.read(h1, "/tmp/file1a"), "i am file1a\n");
+    assert_eq!(bed.read(h2, "/tmp/file1b"), "i am file1b\n");
+    assert!(!bed.tb.exists(h1, "/tmp/file1b") && !bed.tb.exists(h2, "/tmp/file1a"));
+    for h in [h1, h2] {
+        assert_eq!(bed.read(h, "/tmp/file2a"), FILE2A, "{}", h.name);
+        assert_eq!(bed.read(h, "/tmp/file2b"), FILE2B, "{}", h.name);
+        bed.assert_clean(h);
+        assert!(
+            bed.tb.exists(h, cached_binary("/root")),
+            "{}: no cached binary",
+            h.name
+        );
+        let s = summary(&r.seen, &bed.name(h));
+        assert_eq!(s["status"], "ok", "{s}");
+        assert_eq!(s["cache"], "copied", "{s}");
+    }
+}
+
+/// Hosts in setup (connecting or copying) at the worst moment, from the host_state events in
+/// the order the initiator emitted them.
+fn max_in_setup(seen: &[serde_json::Value]) -> usize {
+    let mut state = std::collections::BTreeMap::new();
+    let mut max = 0;
+    for v in seen.iter().filter(|v| v["event"] == "host_state") {
+        state.insert(
+            v["host"].as_str().unwrap().to_string(),
+            v["state"].as_str().unwrap().to_string(),
+        );
+        let n = state
+            .values()
+            .filter(|s| *s == "connecting" || *s == "copying")
+            .count();
+        max = max.max(n);
+    }
+    max
+}
+
+#[test]
+fn ten_hosts_with_three_connections_at_a_time_all_converge() {
+    let n = 10;
+    let bed = Bed::up(TestbedConfig::hosts(n));
+    // Every host writes its own file and exports one that every other host collects.
+    let files: Vec<_> = (1..=n)
+        .map(|i| {
+            let h = bed.h(i);
+            bed.graph(
+                &format!("g{i}.yaml"),
+                &format!(
+                    "graph: g{i}\nresources:\n  file:\n  - name: mine\n    path: /tmp/mine\n    content: \"h{i}\\n\"\n    state: exists\n  - name: \"@@from-h{i}\"\n    path: /tmp/from/h{i}\n    content: \"from h{i}\\n\"\n    state: exists\ncollect:\n- kind: file\n  pattern: /tmp/from/\nremote: {}\n",
+                    bed.url(h)
+                ),
+            )
+        })
+        .collect();
+    for i in 1..=n {
+        bed.sh(bed.h(i), "mkdir -p /tmp/from");
+    }
+    let refs: Vec<&std::path::Path> = files.iter().map(|p| p.as_path()).collect();
+    let mut r = bed.start(&refs, &["--cconns", "3", "--converged-timeout", "1"]);
+    r.wait_event_within(FLEET_DEADLINE, "exit", |v| v["event"] == "exit");
+    let (st, err) = r.wait();
+    assert_eq!(st.code(), Some(0), "{err}");
+    assert_eq!(exit_reason(&r.seen), "converged");
+    assert_eq!(
+        max_in_setup(&r.seen),
+        3,
+        "setup concurrency: {:#?}",
+        r.seen
+            .iter()
+            .filter(|v| v["event"] == "host_state")
+            .collect::<Vec<_>>()
+    );
+    for i in 1..=n {
+        let h = bed.h(i);
+        assert_eq!(bed.read(h, "/tmp/mine"), format!("h{i}\n"));
+        for j in 1..=n {
+            assert_eq!(
+                bed.read(h, &format!("/tmp/from/h{j}")),
+                format!("from h{j}\n"),
+                "h{i} has h{j}'s export"
+            );
+        }
+        bed.assert_clean(h);
+        assert_eq!(summary(&r.seen, &bed.name(h))["status"], "ok");
+    }
+}
+
+#[test]
+fn a_second_run_uses_the_cached_binary_and_no_caching_leaves_no_copy() {
+    let bed = Bed::up(TestbedConfig::hosts(2));
+    let (h1, h2) = (bed.h(1), bed.h(2));
+    let bin_size = std::fs::metadata(env!("CARGO_BIN_EXE_mgmt")).unwrap().len();
+    let g1 = bed.graph(
+        "g1.yaml",
+        &support::bed::files_graph(&bed.url(h1), &[("/tmp/f", "one\n")]),
+    );
+
+    let mut first = bed.start(&[&g1], &["--converged-timeout", "1"]);
+    let (st, err) = first.wait();
+    assert_eq!(st.code(), Some(0), "{err}");
+    let s = summary(&first.seen, &bed.name(h1));
+    assert_eq!(s["cache"], "copied", "{s}");
+    assert!(s["bytes_sent"].as_u64().unwrap() >= bin_size, "{s}");
+
+    bed.sh(h1, "rm /tmp/f");
+    let mut second = bed.start(&[&g1], &["--converged-timeout", "1"]);
+    let (st, err) = second.wait();
+    assert_eq!(st.code(), Some(0), "{err}");
+    let s = summary(&second.seen, &bed.name(h1));
+    assert_eq!(s["cache"], "cached", "{s}");
+    assert_eq!(s["status"], "ok", "{s}");
+    // The graph and the credentials only.
+    assert!(s["bytes_sent"].as_u64().unwrap() < 4096, "{s}");
+    assert_eq!(bed.read(h1, "/tmp/f"), "one\n");
+    assert!(bed.tb.exists(h1, cached_binary("/root")));
+    bed.assert_clean(h1);
+
+    // Without caching the binary goes into the run dir, runs from there and goes with it.
+    let g2 = bed.graph(
+        "g2.yaml",
+        &support::bed::files_graph(&bed.url(h2), &[("/tmp/f", "two\n")]),
+    );
+    let mut r = bed.start(&[&g2], &["--no-caching"]);
+    let host = bed.name(h2);
+    r.wait_event("h2 applied", |v| applied_line(v, &host, "file[f0]"));
+    let running = bed.mgmt_processes(h2);
+    assert!(
+        running.len() == 1
+            && running[0][0].starts_with("/tmp/mgmt.")
+            && running[0][0].ends_with("/mgmt"),
+        "the child runs the binary in its run dir: {running:?}"
+    );
+    let (st, err) = r.interrupt();
+    assert_eq!(st.code(), Some(0), "{err}");
+    let s = summary(&r.seen, &host);
+    assert_eq!(s["cache"], "no-cache", "{s}");
+    assert!(s["bytes_sent"].as_u64().unwrap() >= bin_size, "{s}");
+    assert_eq!(bed.read(h2, "/tmp/f"), "two\n");
+    bed.assert_clean(h2);
+    assert!(
+        !bed.tb.exists(h2, "/root/.cache/mgmt"),
+        "--no-caching must not fill the cache"
+    );
+}
+
+#[test]
+fn an_edited_graph_reaches_the_running_host() {
+    let bed = Bed::up(TestbedConfig::hosts(1));
+    let h1 = bed.h(1);
+    let host = bed.name(h1);
+    let g = bed.graph(
+        "live.yaml",
+        &support::bed::files_graph(&bed.url(h1), &[("/tmp/live", "v1\n")]),
+    );
+    let mut r = bed.start(&[&g], &[]);
+    r.wait_event("v1 applied", |v| applied_line(v, &host, "file[f0]"));
+    assert_eq!(bed.read(h1, "/tmp/live"), "v1\n");
+
+    r.mark();
+    let v2 = support::bed::files_graph(
+        &bed.url(h1),
+        &[("/tmp/live", "v2\n"), ("/tmp/new", "new\n")],
+    );
+    support::write(&g, &v2);
+    let copied = r.wait_event("graph_copied", |v| {
+        v["event"] == "graph_copied" && v["host"] == host
+    });
+    assert_eq!(copied["file"], g.to_str().unwrap());
+    // The host's copy of the graph is the new version...
+    let dirs = bed.run_dirs(h1);
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    assert_eq!(bed.read(h1, &format!("{}/live.yaml", dirs[0])), v2);
+    // ...and the child swapped it in.
+    r.wait_event("v2 applied", |v| applied_line(v, &host, "file[f0]"));
+    r.wait_event("new applied", |v| applied_line(v, &host, "file[f1]"));
+    assert_eq!(bed.read(h1, "/tmp/live"), "v2\n");
+    assert_eq!(bed.read(h1, "/tmp/new"), "new\n");
+
+    let (st, err) = r.interrupt();
+    assert_eq!(st.code(), Some(0), "{err}");
+    assert_eq!(exit_reason(&r.seen), "interrupted");
+    bed.assert_clean(h1);
+}
+
+#[test]
+fn an_export_edited_on_one_host_reaches_the_other_live() {
+    let bed = Bed::up(TestbedConfig::hosts(2));
+    let (h1, h2) = (bed.h(1), bed.h(2));
+    let (na, nb) = (bed.name(h1), bed.name(h2));
+    let a_text = seed_graph("a", &bed.url(h1));
+    let a = bed.graph("a.yaml", &a_text);
+    let b = bed.graph("b.yaml", &seed_graph("b", &bed.url(h2)));
+    let mut r = bed.start(&[&a, &b], &[]);
+    r.wait_event("b collected file2a", |v| {
+        applied_line(v, &nb, "file[file2a]")
+    });
+    r.wait_event("a collected file2b", |v| {
+        applied_line(v, &na, "file[file2b]")
+    });
+    assert_eq!(bed.read(h2, "/tmp/file2a"), FILE2A);
+
+    r.mark();
+    let edited = "i am file2a, edited on host a\n";
+    assert!(a_text.contains(FILE2A.trim_end()));
+    support::write(&a, &a_text.replace(FILE2A.trim_end(), edited.trim_end()));
+    r.wait_event("a's graph copied", |v| {
+        v["event"] == "graph_copied" && v["host"] == na
+    });
+    // Host b applies file2a again once the new export reaches it; an earlier apply would be
+    // of the old content, so look at the file after each one.
+    loop {
+        r.wait_event("b applies the new file2a", |v| {
+            applied_line(v, &nb, "file[file2a]")
+        });
+        if bed.read(h2, "/tmp/file2a") == edited {
+            break;
+        }
+        r.mark();
+    }
+    r.wait_event("a applies its new file2a", |v| {
+        applied_line(v, &na, "file[file2a]")
+    });
+    assert_eq!(bed.read(h1, "/tmp/file2a"), edited);
+    assert_eq!(bed.read(h2, "/tmp/file2b"), FILE2B);
+
+    let (st, err) = r.interrupt();
+    assert_eq!(st.code(), Some(0), "{err}");
+    for h in [h1, h2] {
+        bed.assert_clean(h);
+    }
+}
+
+#[test]
+fn interrupt_stops_every_host_and_leaves_nothing_running() {
+    let bed = Bed::up(TestbedConfig::hosts(2));
+    let (h1, h2) = (bed.h(1), bed.h(2));
+    let (na, nb) = (bed.name(h1), bed.name(h2));
+    let a = bed.graph("a.yaml", &seed_graph("a", &bed.url(h1)));
+    // Host b is never idle: it is interrupted in the middle of its work.
+    let b = bed.graph(
+        "b.yaml",
+        &seed_graph("b", &bed.url(h2)).replace(
+            "collect:",
+            "  timer:\n  - name: t\n    interval: 1\ncollect:",
+        ),
+    );
+    let mut r = bed.start(&[&a, &b], &["--converged-timeout", "2"]);
+    r.wait_event("a applied", |v| applied_line(v, &na, "file[file2b]"));
+    r.wait_event("b ticks", |v| applied_line(v, &nb, "timer[t]"));
+    for h in [h1, h2] {
+        assert_eq!(
+            bed.mgmt_processes(h).len(),
+            1,
+            "{}: one child while running",
+            h.name
+        );
+        assert_eq!(
+            bed.run_dirs(h).len(),
+            1,
+            "{}: one run dir while running",
+            h.name
+        );
+    }
+    let (st, err) = r.interrupt();
+    assert_eq!(st.code(), Some(0), "{err}");
+    assert_eq!(exit_reason(&r.seen), "interrupted");
+    for h in [h1, h2] {
+        let name = bed.name(h);
+        // The child saw its lifeline go and exited by itself, with status 0.
+        assert!(
+            host_events(&r.seen, "host_output", &name)
+                .iter()
+                .any(|v| v["line"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("lifeline to the initiator closed, exiting")),
+            "{name}: {:#?}",
+            r.seen
+        );
+        assert_eq!(summary(&r.seen, &name)["status"], "ok");
+        bed.assert_clean(h);
+    }
+}
+
+/// The one `host_failed` of a host: (step, error).
+fn failure(seen: &[serde_json::Value], host: &str) -> (String, String) {
+    let f = host_events(seen, "host_failed", host);
+    assert_eq!(f.len(), 1, "one failure for {host}: {seen:#?}");
+    (
+        f[0]["step"].as_str().unwrap().to_string(),
+        f[0]["error"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn unreachable_hosts_and_changed_host_keys_fail_alone() {
+    let bed = Bed::up(TestbedConfig::hosts(2));
+    let (h1, h2) = (bed.h(1), bed.h(2));
+    let good = bed.graph(
+        "good.yaml",
+        &support::bed::files_graph(&bed.url(h1), &[("/tmp/ok", "ok\n")]),
+    );
+    // An address on the test bed's network where no host answers.
+    let nobody = match h1.addr {
+        std::net::IpAddr::V4(a) => {
+            let o = a.octets();
+            std::net::Ipv4Addr::new(o[0], o[1], o[2], 254)
+        }
+        other => panic!("the test bed uses IPv4, not {other}"),
+    };
+    let gone = bed.graph(
+        "gone.yaml",
+        &support::bed::files_graph(&format!("ssh://root@{nobody}:22"), &[("/tmp/x", "x\n")]),
+    );
+    let rekeyed = bed.graph(
+        "rekeyed.yaml",
+        &support::bed::files_graph(&bed.url(h2), &[("/tmp/x", "x\n")]),
+    );
+    bed.tb.replace_host_key(h2).unwrap();
+
+    let mut r = bed.start(&[&good, &gone, &rekeyed], &["--converged-timeout", "1"]);
+    r.wait_event_within(FLEET_DEADLINE, "exit", |v| v["event"] == "exit");
+    let (st, err) = r.wait();
+    assert_eq!(st.code(), Some(1), "{err}");
+
+    let (step, error) = failure(&r.seen, &nobody.to_string());
+    assert_eq!(step, "connect");
+    assert!(
+        error.starts_with(&format!("cannot connect to {nobody} ({nobody}:22): ")),
+        "{error}"
+    );
+
+    let (step, error) = failure(&r.seen, &bed.name(h2));
+    assert_eq!(step, "connect");
+    let kh = bed.tb.known_hosts();
+    // h2 is the second line of the test bed's known_hosts.
+    assert!(
+        error.contains(&format!(
+            "host key for {} has changed: it does not match {}:2",
+            h2.addr,
+            kh.display()
+        )),
+        "{error}"
+    );
+    assert!(
+        error.contains("SHA256:"),
+        "the new fingerprint is named: {error}"
+    );
+    assert!(
+        !bed.tb.exists(h2, "/tmp/x"),
+        "nothing may run on a host with a changed key"
+    );
+    assert!(
+        !bed.tb.exists(h2, "/root/.cache/mgmt"),
+        "nothing may be copied to it either"
+    );
+
+    // The good host ran to the end regardless, and the summary says who failed where.
+    assert_eq!(bed.read(h1, "/tmp/ok"), "ok\n");
+    assert_eq!(summary(&r.seen, &bed.name(h1))["status"], "ok");
+    assert_eq!(
+        summary(&r.seen, &nobody.to_string())["status"],
+        "failed:connect"
+    );
+    assert_eq!(summary(&r.seen, &bed.name(h2))["status"], "failed:connect");
+    assert!(err.contains("failed:connect"), "{err}");
+    for h in [h1, h2] {
+        bed.assert_clean(h);
+    }
+}
+
+#[test]
+fn a_wrong_client_key_fails_authentication_on_that_host_only() {
+    let bed = Bed::up(TestbedConfig::hosts(2));
+    let (h1, h2) = (bed.h(1), bed.h(2));
+    let wrong = bed.dir.path().join("wrong_key");
+    let st = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&wrong)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // Per-host keys come from an ssh_config: the right one for `good`, a stranger for `bad`.
+    let config = bed.dir.path().join("ssh_config");
+    std::fs::write(
+        &config,
+        format!(
+            "Host good\n  HostName {}\n  User root\n  IdentityFile {}\nHost bad\n  HostName {}\n  User root\n  IdentityFile {}\n",
+            h1.addr,
+            bed.tb.client_key().display(),
+            h2.addr,
+            wrong.display()
+        ),
+    )
+    .unwrap();
+    let g_good = bed.graph(
+        "good.yaml",
+        &support::bed::files_graph("good", &[("/tmp/ok", "ok\n")]),
+    );
+    let g_bad = bed.graph(
+        "bad.yaml",
+        &support::bed::files_graph("bad", &[("/tmp/x", "x\n")]),
+    );
+    let kh = bed.tb.known_hosts();
+    let mut r = bed.start_bare(
+        &[&g_good, &g_bad],
+        &[
+            "--ssh-config",
+            config.to_str().unwrap(),
+            "--known-hosts",
+            kh.to_str().unwrap(),
+            "--converged-timeout",
+            "1",
+        ],
+    );
+    let (st, err) = r.wait();
+    assert_eq!(st.code(), Some(1), "{err}");
+    let (step, error) = failure(&r.seen, "bad");
+    assert_eq!(step, "auth");
+    assert_eq!(
+        error,
+        format!(
+            "authentication as root on bad failed; tried: key {}",
+            wrong.display()
+        )
+    );
+    assert_eq!(bed.read(h1, "/tmp/ok"), "ok\n");
+    assert_eq!(summary(&r.seen, "good")["status"], "ok");
+    assert!(!bed.tb.exists(h2, "/tmp/x"));
+    for h in [h1, h2] {
+        bed.assert_clean(h);
+    }
+}
+
+#[test]
+fn a_host_without_sftp_gets_the_binary_over_exec() {
+    let bed = Bed::up(TestbedConfig {
+        hosts: 2,
+        no_sftp: vec![1],
+        ..Default::default()
+    });
+    let (h1, h2) = (bed.h(1), bed.h(2));
+    assert!(!h2.sftp);
+    let a = bed.graph("a.yaml", &seed_graph("a", &bed.url(h1)));
+    let b = bed.graph("b.yaml", &seed_graph("b", &bed.url(h2)));
+    let mut r = bed.start(&[&a, &b], &["--converged-timeout", "1"]);
+    let (st, err) = r.wait();
+    assert_eq!(st.code(), Some(0), "{err}");
+    assert_eq!(exit_reason(&r.seen), "converged");
+    assert!(
+        err.contains("no sftp subsystem, streaming the binary over exec"),
+        "{err}"
+    );
+    let bin_size = std::fs::metadata(env!("CARGO_BIN_EXE_mgmt")).unwrap().len();
+    for h in [h1, h2] {
+        assert_eq!(bed.read(h, "/tmp/file2a"), FILE2A);
+        assert_eq!(bed.read(h, "/tmp/file2b"), FILE2B);
+        let s = summary(&r.seen, &bed.name(h));
+        assert_eq!(s["status"], "ok", "{s}");
+        assert!(s["bytes_sent"].as_u64().unwrap() >= bin_size, "{s}");
+        // The streamed copy is as good as the sftp one: the same hash, in the cache.
+        let sum = bed.sh(h, &format!("sha256sum {}", cached_binary("/root")));
+        assert!(
+            sum.starts_with(support::bed::binary_sha()),
+            "{}: {sum}",
+            h.name
+        );
+        bed.assert_clean(h);
+    }
+}
+
+#[test]
+fn ssh_config_alias_password_and_unprivileged_user() {
+    let bed = Bed::up(TestbedConfig {
+        hosts: 3,
+        password_auth: true,
+        ..Default::default()
+    });
+    let (h1, h2, h3) = (bed.h(1), bed.h(2), bed.h(3));
+    let password = bed.tb.password().unwrap().to_string();
+    // h1 by its alias (address, user, key and known_hosts from the ssh_config), h2 with a
+    // password in the url (no key is offered: no identity, no agent, an empty HOME), h3 as
+    // the unprivileged test user, by alias too.
+    let g1 = bed.graph(
+        "g1.yaml",
+        &support::bed::files_graph("h1", &[("/tmp/by-alias", "alias\n")]),
+    );
+    let g2 = bed.graph(
+        "g2.yaml",
+        &support::bed::files_graph(
+            &format!("ssh://root:{password}@{}:22", h2.addr),
+            &[("/tmp/by-password", "password\n")],
+        ),
+    );
+    let user = testbed::EXTRA_USER;
+    let g3 = bed.graph(
+        "g3.yaml",
+        &support::bed::files_graph(&format!("{user}@h3"), &[("/tmp/by-user", "user\n")]),
+    );
+    let config = bed.tb.ssh_config();
+    let kh = bed.tb.known_hosts();
+    let mut r = bed.start_bare(
+        &[&g1, &g2, &g3],
+        &[
+            "--ssh-config",
+            config.to_str().unwrap(),
+            "--known-hosts",
+            kh.to_str().unwrap(),
+            "--converged-timeout",
+            "1",
+        ],
+    );
+    let (st, err) = r.wait();
+    assert_eq!(st.code(), Some(0), "{err}");
+    assert_eq!(exit_reason(&r.seen), "converged");
+
+    assert_eq!(bed.read(h1, "/tmp/by-alias"), "alias\n");
+    assert_eq!(summary(&r.seen, "h1")["status"], "ok");
+
+    let n2 = bed.name(h2);
+    assert_eq!(bed.read(h2, "/tmp/by-password"), "password\n");
+    assert_eq!(summary(&r.seen, &n2)["status"], "ok");
+    let warnings = host_events(&r.seen, "host_warning", &n2);
+    assert!(
+        warnings.iter().any(|w| w["message"]
+            .as_str()
+            .unwrap()
+            .contains("contains a password")),
+        "{warnings:?}"
+    );
+    let stdout: String = r.seen.iter().map(|v| v.to_string() + "\n").collect();
+    assert!(!stdout.contains(&password), "the password leaked to stdout");
+    assert!(!err.contains(&password), "the password leaked to stderr");
+    assert!(
+        err.contains("root:***@"),
+        "the url is shown redacted: {err}"
+    );
+
+    assert_eq!(bed.read(h3, "/tmp/by-user"), "user\n");
+    assert_eq!(summary(&r.seen, "h3")["status"], "ok");
+    assert_eq!(bed.sh(h3, "stat -c %U /tmp/by-user").trim(), user);
+    let home = format!("/home/{user}");
+    assert!(
+        bed.tb.exists(h3, cached_binary(&home)),
+        "{user}'s own cache"
+    );
+    assert!(
+        !bed.tb.exists(h3, "/root/.cache/mgmt"),
+        "nothing in root's home"
+    );
+
+    for h in [h1, h2, h3] {
+        bed.assert_clean(h);
+    }
+}

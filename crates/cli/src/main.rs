@@ -7,6 +7,7 @@ mod cluster;
 mod collect;
 mod graphfile;
 mod graphviz;
+mod hier;
 mod output;
 mod progress;
 mod remote_run;

@@ -7,19 +7,20 @@
 //! been converged for `--converged-timeout` seconds (children do not end on their own local
 //! convergence: only the initiator sees the whole cluster), or on ^C (a second ^C forces).
 //!
-//! Shutdown order: stop watching files -> cancel the fleet (children stop, run dirs removed)
-//! -> await the fleet -> summary -> store link closed.
+//! Hierarchical runs (see hier.rs): every graph file of the tree is read first, every host of
+//! the tree gets its store user, the hosts run by intermediates report through them, and the
+//! cluster-wide convergence waits for every host of the tree.
+//!
+//! Shutdown order: stop watching files -> cancel the fleet (children stop, run dirs removed;
+//! an intermediate stops its own children first) -> await the fleet -> summary -> store link
+//! closed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use remote::{
-    CacheUse, ChildExit, FleetConfig, HostOutcome, HostState, RemoteEvent, RemoteUrl, Target,
-};
+use remote::{HostState, RemoteEvent};
 use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
@@ -28,91 +29,39 @@ use tracing::{error, info, warn};
 
 use crate::Exit;
 use crate::args::RunArgs;
-use crate::graphfile::{self, FileWatch};
+use crate::hier::{self, Creds, Notice, Report, Settings, Tree};
 use crate::output::Events;
 use crate::progress::Progress;
 use crate::storelink;
 
-/// One `--remote` file, checked.
-struct Plan {
-    file: PathBuf,
-    text: String,
-    url: RemoteUrl,
-    hostname: String,
-}
-
 pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
     let registry = resources::registry();
-    let mut plans = Vec::new();
-    let mut bad = false;
-    for file in &args.remote {
-        let text = graphfile::read(file)?;
-        let spec = match graphfile::parse(file, &text, &registry) {
-            Ok(spec) => spec,
-            Err(diags) => {
-                eprintln!("{diags}");
-                events.emit("graph_invalid", &json!({"file": file, "errors": diags}));
-                bad = true;
-                continue;
+    let tree = match Tree::load(&args.remote, &hier::resolve_local, &registry) {
+        Ok(tree) => tree,
+        Err(problems) => {
+            for p in &problems {
+                if p.message.starts_with("error") {
+                    eprintln!("{}", p.message);
+                } else {
+                    eprintln!("error: {}", p.message);
+                }
+                events.emit(
+                    "graph_invalid",
+                    &json!({"file": p.file, "errors": p.message}),
+                );
             }
-        };
-        let Some(remote) = spec.remote.as_deref().filter(|r| !r.is_empty()) else {
-            eprintln!(
-                "error: {} has no `remote:` field naming the host to run it on",
-                file.display()
-            );
-            bad = true;
-            continue;
-        };
-        let url = match RemoteUrl::parse(remote) {
-            Ok(url) => url,
-            Err(e) => {
-                eprintln!("error: {}: bad `remote:` {e}", file.display());
-                bad = true;
-                continue;
-            }
-        };
-        let hostname = url.host().to_string();
-        if url.has_password() {
-            warn!(
-                "{}: the password in `remote:` is readable by anyone who can read the file; prefer keys",
-                file.display()
-            );
+            return Ok(Exit::BadInput);
         }
-        plans.push(Plan {
-            file: file.clone(),
-            text,
-            url,
-            hostname,
-        });
-    }
-    let mut seen = BTreeSet::new();
-    for p in &plans {
-        if !seen.insert(p.hostname.clone()) {
-            eprintln!("error: two --remote files target host {}", p.hostname);
-            bad = true;
-        }
-    }
-    if bad {
-        return Ok(Exit::BadInput);
-    }
+    };
 
     let cancel = CancellationToken::new();
-    let me: Arc<str> = crate::hostname(&args)
-        .unwrap_or_else(|_| "initiator".into())
-        .into();
+    let me: String = crate::hostname(&args).unwrap_or_else(|_| "initiator".into());
     let link = storelink::connect_initiator(&args, &events, cancel.child_token()).await?;
     let store_addr = link.tunnel_target()?;
 
-    let binary = std::env::current_exe().context("cannot find this program's own executable")?;
-    let binary_hash = remote::sha256_file(&binary)
-        .with_context(|| format!("cannot hash {}", binary.display()))?;
-    let mut cfg = FleetConfig::new(binary, binary_hash, store_addr);
-    cfg.cconns = args.cconns.max(1);
-    cfg.caching = !args.no_caching;
-    cfg.tmp_prefix = args.tmp_prefix.clone();
+    let settings = Settings::from_args(&args);
+    let mut cfg = hier::fleet_config(&args, store_addr, &settings, tree.height())?;
     cfg.known_hosts = args.known_hosts.clone();
-    cfg.accept_new_host_keys = args.accept_new_host_keys;
     if args.ssh_config.is_some() {
         cfg.ssh_config = args.ssh_config.clone();
     }
@@ -123,53 +72,45 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
         .cloned()
         .collect();
     cfg.allow_interactive = args.allow_interactive && std::io::stdin().is_terminal();
-    cfg.child = remote::ChildArgs {
-        noop: args.noop,
-        no_watch: args.no_watch,
-        converged_timeout: (args.converged_timeout >= 0).then_some(args.converged_timeout),
-        depth: args.depth,
-    };
     let force = cfg.force.clone();
 
-    let mut targets = Vec::new();
-    let mut updaters: BTreeMap<PathBuf, (String, String, mpsc::Sender<Vec<u8>>)> = BTreeMap::new();
-    for p in &plans {
-        let user = p.hostname.clone();
+    // One store user per host of the whole tree, named after it: the hosts run by
+    // intermediates reach our store through their intermediate's tunnel.
+    let hosts = tree.hosts();
+    let mut creds = Creds::new();
+    for host in &hosts {
         let secret = crate::secret()?;
-        link.add_host_user(&user, &secret)?;
+        link.add_host_user(host, &secret)?;
         // A flag left by an earlier run (a real etcd outlives us) must not count as converged.
-        link.store
-            .delete(&store::keys::converged(&p.hostname))
-            .await
-            .ok();
-        let (tx, rx) = mpsc::channel(4);
-        updaters.insert(p.file.clone(), (p.hostname.clone(), p.text.clone(), tx));
-        targets.push(Target {
-            file: p.file.clone(),
-            graph: p.text.clone().into_bytes(),
-            url: p.url.clone(),
-            hostname: p.hostname.clone(),
-            store_user: user,
-            store_secret: secret,
-            updates: Some(rx),
-        });
+        link.store.delete(&store::keys::converged(host)).await.ok();
+        creds.insert(host.clone(), (host.clone(), secret));
     }
-    info!(initiator = %me, hosts = plans.len(), cconns = cfg.cconns, "starting remote run");
+    let (targets, mut router) = hier::pack(&tree, &tree.top, &creds, &settings, &registry)?;
+    info!(
+        initiator = %me,
+        hosts = hosts.len(),
+        direct = tree.top.len(),
+        cconns = cfg.cconns,
+        "starting remote run"
+    );
 
-    // Graph files are watched for live edits (unless --no-watch).
+    // Every graph file of the tree is watched for live edits (unless --no-watch).
     let (file_tx, mut file_rx) = mpsc::channel::<()>(1);
-    let mut watches = Vec::new();
-    if !args.no_watch {
-        for p in &plans {
-            watches.push(FileWatch::new(&p.file, file_tx.clone())?);
-        }
-    }
+    let watch = if args.no_watch {
+        None
+    } else {
+        Some(hier::watch_files(&router.files(), file_tx)?)
+    };
 
     let (ev_tx, mut ev_rx) = mpsc::channel(1024);
     let fleet_cancel = cancel.child_token();
-    let fleet = tokio::spawn(remote::run_fleet(cfg, targets, fleet_cancel.clone(), ev_tx));
+    let fleet = tokio::spawn(remote::run_fleet_with(
+        cfg,
+        targets,
+        fleet_cancel.clone(),
+        ev_tx,
+    ));
 
-    let hosts: Vec<String> = plans.iter().map(|p| p.hostname.clone()).collect();
     let (alive_tx, alive_rx) = watch::channel(hosts.iter().cloned().collect::<BTreeSet<String>>());
     let converged = match u64::try_from(args.converged_timeout) {
         Ok(secs) => Some(tokio::spawn(crate::cluster::converged_for(
@@ -190,9 +131,15 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
     };
     let mut converged_done = std::pin::pin!(converged_done);
 
-    let mut progress = Progress::new(&hosts, std::io::stderr().is_terminal());
-    let mut changes: BTreeMap<String, u64> = BTreeMap::new();
-    let mut failed: BTreeSet<String> = BTreeSet::new();
+    let mut relay = Relay {
+        progress: Progress::new(&hosts, std::io::stderr().is_terminal()),
+        events: events.clone(),
+        tree: &tree,
+        changes: BTreeMap::new(),
+        failed: BTreeSet::new(),
+        alive: alive_tx,
+        sub_summaries: BTreeMap::new(),
+    };
     let mut sigint = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let max_runtime = async {
@@ -211,25 +158,20 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
             _ = sigint.recv() => break "interrupted",
             _ = sigterm.recv() => break "interrupted",
             ev = ev_rx.recv() => match ev {
-                Some(ev) => on_event(ev, &mut progress, &events, &mut changes, &mut failed, &alive_tx),
+                Some(ev) => relay.on_event(ev),
                 None => { fleet_over = true; break "hosts_done" }
             },
             Some(()) = file_rx.recv() => {
-                for (file, (host, last, tx)) in updaters.iter_mut() {
-                    let Ok(text) = graphfile::read(file) else { continue };
-                    if text == *last {
-                        continue;
-                    }
-                    match graphfile::parse(file, &text, &registry) {
-                        Ok(_) => {
-                            *last = text.clone();
-                            let _ = tx.send(text.into_bytes()).await;
-                        }
-                        Err(diags) => {
-                            *last = text;
+                for n in router.changed(&registry).await {
+                    match n {
+                        Notice::Invalid { host, file, diags } => {
                             error!("{host}: new version of {} is invalid, not copied:\n{diags}", file.display());
                             events.emit("graph_invalid", &json!({"file": file, "host": host, "errors": diags}));
                         }
+                        Notice::Shape { host, file } => warn!(
+                            "{host}: the `remotes:` list of {} changed; the new tree takes effect on the next run",
+                            file.display()
+                        ),
                     }
                 }
             }
@@ -248,7 +190,7 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
         _ => {}
     }
     events.emit("exit", &json!({"reason": reason}));
-    drop(watches);
+    drop(watch);
     fleet_cancel.cancel();
 
     // Wait for the fleet to finish cleaning up, relaying its last events; a second ^C forces.
@@ -257,7 +199,7 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
         tokio::select! {
             r = &mut fleet => break r.context("the remote fleet task failed")?,
             ev = ev_rx.recv(), if !fleet_over => match ev {
-                Some(ev) => on_event(ev, &mut progress, &events, &mut changes, &mut failed, &alive_tx),
+                Some(ev) => relay.on_event(ev),
                 None => fleet_over = true,
             },
             _ = sigint.recv() => {
@@ -266,103 +208,218 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
             }
         }
     };
-    progress.finish();
+    // The fleet is done: whatever it sent is in the channel already.
+    while let Ok(ev) = ev_rx.try_recv() {
+        relay.on_event(ev);
+    }
+    relay.progress.finish();
     cancel.cancel();
     link.close().await;
 
-    summary(&report, &changes, &events);
-    if report.all_ok() && failed.is_empty() {
+    let sub_ok = relay.summary(&report);
+    if report.all_ok() && relay.failed.is_empty() && sub_ok {
         Ok(Exit::Ok)
     } else {
         Ok(Exit::Failed)
     }
 }
 
-fn on_event(
-    ev: RemoteEvent,
-    progress: &mut Progress,
-    events: &Events,
-    changes: &mut BTreeMap<String, u64>,
-    failed: &mut BTreeSet<String>,
-    alive: &watch::Sender<BTreeSet<String>>,
-) {
-    match ev {
-        RemoteEvent::State { host, state } => {
-            events.emit(
-                "host_state",
-                &json!({"host": host, "state": format!("{state:?}").to_lowercase()}),
-            );
-            progress.state(&host, state);
-            if matches!(state, HostState::Done | HostState::Failed) {
-                alive.send_modify(|a| {
-                    a.remove(&host);
-                });
-            }
-        }
-        RemoteEvent::Output { host, line } => {
-            // The child's human log: count what it changed for the summary.
-            if line.ends_with(": applied") {
-                *changes.entry(host.clone()).or_default() += 1;
-            }
-            events.emit("host_output", &json!({"host": host, "line": line}));
-            progress.line(&host, &line);
-        }
-        RemoteEvent::GraphCopied { host, file } => {
-            events.emit("graph_copied", &json!({"host": host, "file": file}));
-            progress.message(
-                &host,
-                &format!("copied new graph definition: {}", file.display()),
-            );
-        }
-        RemoteEvent::Warning { host, message } => {
-            events.emit("host_warning", &json!({"host": host, "message": message}));
-            progress.message(&host, &format!("warning: {message}"));
-        }
-        RemoteEvent::Failed { host, step, error } => {
-            events.emit("host_failed", &json!({"host": host, "step": format!("{step:?}").to_lowercase(), "error": error.to_string()}));
-            progress.failed(&host, &format!("{step:?}: {error}").to_lowercase());
-            failed.insert(host.clone());
-            alive.send_modify(|a| {
-                a.remove(&host);
-            });
-        }
-    }
+/// What the initiator makes of its fleet's events: JSON events, the live view, the counts for
+/// the summary, and the set of hosts the cluster-wide convergence still waits for.
+struct Relay<'t> {
+    progress: Progress,
+    events: Events,
+    tree: &'t Tree,
+    changes: BTreeMap<String, u64>,
+    failed: BTreeSet<String>,
+    alive: watch::Sender<BTreeSet<String>>,
+    /// Summaries of the hosts run by intermediates, as they reported them.
+    sub_summaries: BTreeMap<String, Report>,
 }
 
-fn summary(report: &remote::FleetReport, changes: &BTreeMap<String, u64>, events: &Events) {
-    let mut out =
-        String::from("\nhost                 status      changed  bytes sent  binary  time\n");
-    for h in &report.hosts {
-        let status = match &h.outcome {
-            HostOutcome::Done => match &h.exit {
-                Some(ChildExit::Code(0)) | None => "ok".to_string(),
-                Some(ChildExit::Code(c)) => format!("exit {c}"),
-                Some(ChildExit::Signal(s)) => format!("signal {s}"),
-                Some(ChildExit::Unknown) => "ok".to_string(),
-            },
-            HostOutcome::Cancelled => "cancelled".to_string(),
-            HostOutcome::Failed { step, .. } => format!("failed:{step:?}").to_lowercase(),
-        };
-        let cache = match h.cache {
-            CacheUse::Hit => "cached",
-            CacheUse::Miss => "copied",
-            CacheUse::Disabled => "no-cache",
-            CacheUse::Unknown => "-",
-        };
-        let changed = changes.get(&h.host).copied().unwrap_or(0);
-        out.push_str(&format!(
-            "{:<20} {:<11} {:>7}  {:>10}  {:<6}  {:.1}s\n",
-            h.host,
-            status,
-            changed,
-            h.bytes_sent,
-            cache,
-            h.duration.as_secs_f64()
-        ));
-        events.emit(
-            "host_summary",
-            &json!({"host": h.host, "status": status, "changed": changed, "bytes_sent": h.bytes_sent, "cache": cache, "seconds": h.duration.as_secs_f64()}),
-        );
+impl Relay<'_> {
+    /// A host that is gone takes the hosts it runs with it.
+    fn gone(&self, host: &str) {
+        let below = self.tree.subtree_hosts(host);
+        self.alive.send_modify(|a| {
+            for h in &below {
+                a.remove(h);
+            }
+        });
     }
-    eprint!("{out}");
+
+    fn on_event(&mut self, ev: RemoteEvent) {
+        let events = &self.events;
+        match ev {
+            RemoteEvent::State { host, state } => {
+                events.emit(
+                    "host_state",
+                    &json!({"host": host, "state": format!("{state:?}").to_lowercase()}),
+                );
+                self.progress.state(&host, state);
+                if matches!(state, HostState::Done | HostState::Failed) {
+                    self.gone(&host);
+                }
+            }
+            RemoteEvent::Output { host, line } => {
+                if let Some(report) = Report::parse_from(self.tree, &host, &line) {
+                    return self.on_report(report);
+                }
+                // The child's human log: count what it changed for the summary.
+                if line.ends_with(": applied") {
+                    *self.changes.entry(host.clone()).or_default() += 1;
+                }
+                events.emit("host_output", &json!({"host": host, "line": line}));
+                self.progress.line(&host, &line);
+            }
+            RemoteEvent::GraphCopied { host, file } => {
+                events.emit("graph_copied", &json!({"host": host, "file": file}));
+                self.progress.message(
+                    &host,
+                    &format!("copied new graph definition: {}", file.display()),
+                );
+            }
+            RemoteEvent::Warning { host, message } => {
+                events.emit("host_warning", &json!({"host": host, "message": message}));
+                self.progress.message(&host, &format!("warning: {message}"));
+            }
+            RemoteEvent::Failed { host, step, error } => {
+                events.emit("host_failed", &json!({"host": host, "step": format!("{step:?}").to_lowercase(), "error": error.to_string()}));
+                self.progress
+                    .failed(&host, &format!("{step:?}: {error}").to_lowercase());
+                self.failed.insert(host.clone());
+                self.gone(&host);
+            }
+        }
+    }
+
+    /// A report of an intermediate about a host it runs: the same events as for a host of our
+    /// own, with `via` naming the host that runs it.
+    fn on_report(&mut self, report: Report) {
+        let via = self.tree.parent_host(report.host());
+        let events = &self.events;
+        match report {
+            Report::State { host, state } => {
+                events.emit(
+                    "host_state",
+                    &json!({"host": host, "state": state, "via": via}),
+                );
+                let st = match state.as_str() {
+                    "connecting" => HostState::Connecting,
+                    "copying" => HostState::Copying,
+                    "running" => HostState::Running,
+                    "done" => HostState::Done,
+                    _ => HostState::Failed,
+                };
+                self.progress.state(&host, st);
+                if matches!(st, HostState::Done | HostState::Failed) {
+                    self.gone(&host);
+                }
+            }
+            Report::Output { host, line } => {
+                if line.ends_with(": applied") {
+                    *self.changes.entry(host.clone()).or_default() += 1;
+                }
+                events.emit(
+                    "host_output",
+                    &json!({"host": host, "line": line, "via": via}),
+                );
+                self.progress.line(&host, &line);
+            }
+            Report::Copied { host, file } => {
+                events.emit(
+                    "graph_copied",
+                    &json!({"host": host, "file": file, "via": via}),
+                );
+                self.progress
+                    .message(&host, &format!("copied new graph definition: {file}"));
+            }
+            Report::Warning { host, message } => {
+                events.emit(
+                    "host_warning",
+                    &json!({"host": host, "message": message, "via": via}),
+                );
+                self.progress.message(&host, &format!("warning: {message}"));
+            }
+            Report::Failed { host, step, error } => {
+                events.emit(
+                    "host_failed",
+                    &json!({"host": host, "step": step, "error": error, "via": via}),
+                );
+                self.progress.failed(&host, &format!("{step}: {error}"));
+                self.failed.insert(host.clone());
+                self.gone(&host);
+            }
+            summary @ Report::Summary { .. } => {
+                self.sub_summaries
+                    .insert(summary.host().to_string(), summary);
+            }
+        }
+    }
+
+    /// Prints the table and emits `host_summary` per host (hosts run by intermediates carry
+    /// `via`). Returns false when a host run by an intermediate did not end well or never
+    /// reported.
+    fn summary(&self, report: &remote::FleetReport) -> bool {
+        let mut out = String::from(
+            "\nhost                 status      changed  bytes sent  binary  time    via\n",
+        );
+        let mut row = |host: &str,
+                       status: &str,
+                       bytes: u64,
+                       cache: &str,
+                       secs: f64,
+                       via: Option<&str>| {
+            let changed = self.changes.get(host).copied().unwrap_or(0);
+            out.push_str(&format!(
+                "{:<20} {:<11} {:>7}  {:>10}  {:<6}  {:<6.1}  {}\n",
+                host,
+                status,
+                changed,
+                bytes,
+                cache,
+                secs,
+                via.unwrap_or("-"),
+            ));
+            let mut ev = json!({"host": host, "status": status, "changed": changed, "bytes_sent": bytes, "cache": cache, "seconds": secs});
+            if let Some(v) = via {
+                ev["via"] = json!(v);
+            }
+            self.events.emit("host_summary", &ev);
+        };
+        for h in &report.hosts {
+            row(
+                &h.host,
+                &hier::host_status(h),
+                h.bytes_sent,
+                hier::cache_word(h.cache),
+                h.duration.as_secs_f64(),
+                None,
+            );
+        }
+        let mut ok = true;
+        for n in &self.tree.nodes {
+            let Some(via) = self.tree.parent_host(&n.hostname) else {
+                continue;
+            };
+            match self.sub_summaries.get(&n.hostname) {
+                Some(Report::Summary {
+                    host,
+                    status,
+                    bytes_sent,
+                    cache,
+                    seconds,
+                }) => {
+                    ok &= !status.starts_with("failed");
+                    row(host, status, *bytes_sent, cache, *seconds, Some(&via));
+                }
+                _ => {
+                    ok = false;
+                    row(&n.hostname, "unreported", 0, "-", 0.0, Some(&via));
+                }
+            }
+        }
+        eprint!("{out}");
+        ok
+    }
 }

@@ -105,6 +105,10 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
     swap(&engine, &state, &registry, &args, &events).await;
     main_part.set_busy(false);
 
+    // Hierarchical runs: a remote child whose graph has `remotes:` runs them as its own fleet
+    // (see hier.rs); it is stopped first on the way out.
+    let intermediate = crate::hier::Intermediate::start_if_needed(&args, &path, &state.spec)?;
+
     // Not joined: the thread blocks on stdin until EOF, and process exit ends it.
     if args.depth > 0 {
         drop(crate::spawn_stdin_lifeline(cancel.clone()));
@@ -171,6 +175,9 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
 
     // A second ^C while shutting down forces the exit.
     let shutdown = async {
+        if let Some(i) = intermediate {
+            i.shutdown().await;
+        }
         engine.shutdown().await;
         while let Ok(ev) = ev_rx.try_recv() {
             state.on_engine_event(ev, &events);

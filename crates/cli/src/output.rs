@@ -11,10 +11,13 @@ use tracing_subscriber::EnvFilter;
 /// Initialise the human log on stderr. `RUST_LOG` wins; the default is `info`.
 pub fn init_tracing(prefix: Option<&str>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal());
+
     // A remote child's lines are prefixed by the initiator with the host name, and timestamps
     // there would be the child's clock: keep them short.
     let _ = match prefix {

@@ -308,13 +308,16 @@ async fn swap(
     }
     match engine.swap(graph).await {
         Ok(report) => {
-            info!(
-                added = report.added.len(),
-                removed = report.removed.len(),
-                kept = report.kept.len(),
-                "graph swapped"
-            );
+            if !report.added.is_empty() || !report.removed.is_empty() {
+                info!(
+                    "graph swapped: {} added, {} removed, {} kept",
+                    report.added.len(),
+                    report.removed.len(),
+                    report.kept.len()
+                );
+            }
         }
+
         Err(e) => {
             error!("graph rejected, keeping the running graph: {e}");
             events.emit("graph_invalid", &json!({"errors": e.to_string()}));

@@ -44,6 +44,11 @@ impl FileWatch {
                 let _ = tx.try_send(());
                 return;
             };
+            // Reading the file (as every reload does) is an event too: without this, one read
+            // would feed the next forever.
+            if is_read_only(&ev.kind) {
+                return;
+            }
             if ev
                 .paths
                 .iter()
@@ -58,4 +63,15 @@ impl FileWatch {
             .with_context(|| format!("cannot watch {}", dir.display()))?;
         Ok(FileWatch { _watcher: watcher })
     }
+}
+
+/// Events that only say someone read a file (open, read, close without writing).
+pub fn is_read_only(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    matches!(
+        kind,
+        EventKind::Access(
+            AccessKind::Open(_) | AccessKind::Read | AccessKind::Close(AccessMode::Read)
+        )
+    )
 }

@@ -574,7 +574,9 @@ pub fn watch_files(files: &[PathBuf], tx: mpsc::Sender<()>) -> Result<notify::Re
     let wanted = files.clone();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         match res {
-            Ok(ev) if !ev.paths.iter().any(|p| wanted.contains(p)) => {}
+            Ok(ev)
+                if crate::graphfile::is_read_only(&ev.kind)
+                    || !ev.paths.iter().any(|p| wanted.contains(p)) => {}
             // An error may hide a change: re-reading is harmless, missing one is not.
             _ => {
                 let _ = tx.try_send(());
@@ -735,6 +737,8 @@ pub fn fleet_config(
 pub struct Intermediate {
     cancel: CancellationToken,
     task: JoinHandle<()>,
+    /// Owned here, not by the relay task: it must live until the fleet is stopped.
+    _watch: Option<notify::RecommendedWatcher>,
 }
 
 impl Intermediate {
@@ -817,16 +821,25 @@ impl Intermediate {
         let direct = tree.nodes[0].children.clone();
         let (targets, router) = pack(&tree, &direct, &creds, &manifest.settings, &registry)?;
         info!(hosts = tree.nodes.len() - 1, "running this host's remotes");
+        let (file_tx, file_rx) = mpsc::channel(1);
+        let watch = if args.no_watch {
+            None
+        } else {
+            match watch_files(&router.files(), file_tx) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    warn!("{e:#}; live edits will not reach this host's remotes");
+                    None
+                }
+            }
+        };
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(relay(
-            tree,
-            cfg,
-            targets,
-            router,
-            args.no_watch,
-            cancel.clone(),
-        ));
-        Ok(Intermediate { cancel, task })
+        let task = tokio::spawn(relay(tree, cfg, targets, router, file_rx, cancel.clone()));
+        Ok(Intermediate {
+            cancel,
+            task,
+            _watch: watch,
+        })
     }
 
     /// Stops every child (their run dirs removed) and waits for it.
@@ -850,24 +863,12 @@ async fn relay(
     cfg: FleetConfig,
     targets: Vec<(Target, TargetExtras)>,
     mut router: Router,
-    no_watch: bool,
+    mut file_rx: mpsc::Receiver<()>,
     cancel: CancellationToken,
 ) {
     let registry = resources::registry();
     let (ev_tx, mut ev_rx) = mpsc::channel(1024);
     let fleet = tokio::spawn(remote::run_fleet_with(cfg, targets, cancel, ev_tx));
-    let (file_tx, mut file_rx) = mpsc::channel(1);
-    let _watch = if no_watch {
-        None
-    } else {
-        match watch_files(&router.files(), file_tx) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                warn!("{e:#}; live edits will not reach this host's remotes");
-                None
-            }
-        }
-    };
     loop {
         tokio::select! {
             ev = ev_rx.recv() => match ev {

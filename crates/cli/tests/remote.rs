@@ -196,10 +196,9 @@ fn an_edited_graph_reaches_the_running_host() {
     assert_eq!(dirs.len(), 1, "{dirs:?}");
     assert_eq!(bed.read(h1, &format!("{}/live.yaml", dirs[0])), v2);
     // ...and the child swapped it in.
-    r.wait_event("v2 applied", |v| applied_line(v, &host, "file[f0]"));
     r.wait_event("new applied", |v| applied_line(v, &host, "file[f1]"));
-    assert_eq!(bed.read(h1, "/tmp/live"), "v2\n");
     assert_eq!(bed.read(h1, "/tmp/new"), "new\n");
+    bed.wait_file(&mut r, h1, &host, "file[f0]", "/tmp/live", "v2\n");
 
     let (st, err) = r.interrupt();
     assert_eq!(st.code(), Some(0), "{err}");
@@ -231,21 +230,9 @@ fn an_export_edited_on_one_host_reaches_the_other_live() {
     r.wait_event("a's graph copied", |v| {
         v["event"] == "graph_copied" && v["host"] == na
     });
-    // Host b applies file2a again once the new export reaches it; an earlier apply would be
-    // of the old content, so look at the file after each one.
-    loop {
-        r.wait_event("b applies the new file2a", |v| {
-            applied_line(v, &nb, "file[file2a]")
-        });
-        if bed.read(h2, "/tmp/file2a") == edited {
-            break;
-        }
-        r.mark();
-    }
-    r.wait_event("a applies its new file2a", |v| {
-        applied_line(v, &na, "file[file2a]")
-    });
-    assert_eq!(bed.read(h1, "/tmp/file2a"), edited);
+    // Host a applies its new file2a, and host b once the new export reaches it.
+    bed.wait_file(&mut r, h1, &na, "file[file2a]", "/tmp/file2a", edited);
+    bed.wait_file(&mut r, h2, &nb, "file[file2a]", "/tmp/file2a", edited);
     assert_eq!(bed.read(h2, "/tmp/file2b"), FILE2B);
 
     let (st, err) = r.interrupt();

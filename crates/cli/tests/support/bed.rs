@@ -225,3 +225,28 @@ pub fn applied_line(v: &Value, host: &str, id: &str) -> bool {
             .as_str()
             .is_some_and(|l| l.ends_with(&format!("{id}: applied")))
 }
+
+impl Bed {
+    /// Waits until `path` on `h` holds `content`, looking again each time the host's child
+    /// reports applying `id` (no event comes from a host's filesystem itself). Checking first
+    /// and marking before each wait means no apply can slip by unseen.
+    pub fn wait_file(
+        &self,
+        r: &mut Running,
+        h: &Host,
+        host: &str,
+        id: &str,
+        path: &str,
+        content: &str,
+    ) {
+        loop {
+            if self.tb.read_file(h, path).ok().as_deref() == Some(content.as_bytes()) {
+                return;
+            }
+            r.mark();
+            r.wait_event(&format!("{host} applies {id}"), |v| {
+                applied_line(v, host, id)
+            });
+        }
+    }
+}

@@ -183,13 +183,24 @@ fn two_intermediates_three_leaves_each() {
         });
     }
     let h3 = leaves[0];
+    // Once h3 has swapped its first graph in, it watches its graph file.
+    r.wait_event_within(FLEET_DEADLINE, "h3 runs its graph", |v| {
+        v["event"] == "host_output"
+            && v["host"] == "h3"
+            && v["line"]
+                .as_str()
+                .is_some_and(|l| l.contains("graph swapped"))
+    });
     r.mark();
     let edited = graph(&h3.name, &leaf_url(h3), "edited live\n", true, &[]);
     write(&bed.dir.path().join("leaves/h3.yaml"), &edited);
-    r.wait_event_within(FLEET_DEADLINE, "h3 applies the edit", |v| {
+    // The new version lands in h1's run dir, then in h3's (reported by h1, `via` h1).
+    r.wait_event_within(FLEET_DEADLINE, "the edit copied to h3", |v| {
+        v["event"] == "graph_copied" && v["host"] == "h3" && v["via"] == bed.name(i1).as_str()
+    });
+    r.wait_event_within(FLEET_DEADLINE, "h3 loads the edit", |v| {
         v["event"] == "host_output"
             && v["host"] == "h3"
-            && v["via"] == bed.name(i1).as_str()
             && v["line"]
                 .as_str()
                 .is_some_and(|l| l.contains("loaded new version"))

@@ -264,6 +264,28 @@ fn depth_three() {
     assert_eq!(summary(&r.seen, &bed.name(h2))["via"], bed.name(h1));
     assert_eq!(summary(&r.seen, "h3")["via"], bed.name(h2));
     assert_eq!(summary(&r.seen, "h3")["status"], "ok");
+
+    // A host two levels down that cannot be reached: reported up through both intermediates,
+    // the rest of the cluster still converges, and the run says it failed.
+    bed.graph(
+        "c.yaml",
+        &graph("c", "ssh://root@127.0.0.1:9", &own_text("c"), true, &[]),
+    );
+    let mut r = bed.start(&[&a], &["--converged-timeout", "1"]);
+    assert_eq!(finish(&mut r), Some(1));
+    assert_eq!(exit_reason(&r.seen), "converged");
+    let failed: Vec<&Value> = r
+        .seen
+        .iter()
+        .filter(|v| v["event"] == "host_failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["host"], "127.0.0.1");
+    assert_eq!(failed[0]["via"], bed.name(h2));
+    assert_eq!(failed[0]["step"], "connect");
+    for h in [h1, h2, h3] {
+        bed.assert_clean(h);
+    }
 }
 
 /// Writes graph files into a temp dir; returns it.

@@ -565,3 +565,40 @@ fn ssh_config_alias_password_and_unprivileged_user() {
         bed.assert_clean(h);
     }
 }
+
+#[test]
+fn a_bad_remote_address_is_reported_without_its_password() {
+    let t = tempfile::tempdir().unwrap();
+    let secret = "Sup3rS3cretPw";
+    let mut files = Vec::new();
+    // Port 0, a path, and a bare alias with a password: each is an input error that names the
+    // address, which must not carry the password along.
+    for (i, remote) in [
+        format!("ssh://root:{secret}@10.213.250.9:0"),
+        format!("ssh://root:{secret}@10.213.250.9/srv"),
+        format!("root:{secret}@h1"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let g = t.path().join(format!("g{i}.yaml"));
+        support::write(&g, &support::bed::files_graph(remote, &[("/tmp/x", "x\n")]));
+        files.push(g);
+    }
+    let mut args = vec!["--client-urls", "http://127.0.0.1:0"];
+    for f in &files {
+        args.extend(["--remote", f.to_str().unwrap()]);
+    }
+    let (st, out, err) = support::run_to_end(&args);
+    assert_eq!(st.code(), Some(2), "{err}");
+    assert_eq!(err.matches("bad `remote:`").count(), 3, "{err}");
+    assert!(err.contains("root:***@"), "{err}");
+    assert!(
+        !err.contains(secret),
+        "the password leaked to stderr: {err}"
+    );
+    assert!(
+        !out.contains(secret),
+        "the password leaked to stdout: {out}"
+    );
+}

@@ -49,8 +49,11 @@ pub struct RemoteUrl {
 }
 
 impl RemoteUrl {
-    pub fn parse(input: &str) -> Result<Self, UrlError> {
-        let s = input.trim();
+    pub fn parse(raw: &str) -> Result<Self, UrlError> {
+        let s = raw.trim();
+        // Errors quote the address: never with its password.
+        let shown = redacted(raw);
+        let input = shown.as_str();
         if s.is_empty() {
             return Err(UrlError::Empty);
         }
@@ -113,6 +116,22 @@ impl RemoteUrl {
     }
 }
 
+/// `input` as an error may quote it: a password (after `user:`, before the last `@`) is `***`.
+fn redacted(input: &str) -> String {
+    let (scheme, rest) = match input.trim_start().strip_prefix("ssh://") {
+        Some(rest) => ("ssh://", rest),
+        None => ("", input),
+    };
+    match rest
+        .rfind('@')
+        .map(|at| (rest[..at].split_once(':'), &rest[at..]))
+    {
+        Some((Some((user, _)), host)) => format!("{scheme}{user}:***{host}"),
+        _ => input.to_string(),
+    }
+}
+
+/// `input` is the redacted address, for errors only; `rest` is the real text after `ssh://`.
 fn parse_url(input: &str, rest: &str) -> Result<RemoteUrl, UrlError> {
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     let (userinfo, hostport) = match rest.rfind('@') {
@@ -342,5 +361,22 @@ mod tests {
         assert!(e("ssh://h/tmp").contains("contains a path \"/tmp\""));
         assert!(e("ssh://@h").contains("empty user name"));
         assert!(e("ssh://u:%zz@h").contains("percent-encoding"));
+    }
+
+    #[test]
+    fn errors_never_quote_the_password() {
+        let e = |s: &str| RemoteUrl::parse(s).unwrap_err().to_string();
+        for bad in [
+            "ssh://bob:pw1@h:0",
+            "ssh://bob:pw1@h/srv",
+            "ssh://bob:pw1%zz@h",
+            "ssh://bob:pw1@",
+            "bob:pw1@h",
+            " ssh://bob:pw1@h:x",
+        ] {
+            let msg = e(bad);
+            assert!(!msg.contains("pw1"), "{bad}: {msg}");
+            assert!(msg.contains("bob:***@"), "{bad}: {msg}");
+        }
     }
 }

@@ -38,7 +38,8 @@ ROOT = HERE.parent.parent
 VENV = HERE / ".venv"
 WORK = HERE / "work"
 TREE = "/tmp/fleet"  # the desired state, hashed per host; identical for every tool
-XDIR = "/tmp/fleet-x"  # mgmt-only plumbing for the exchange (collected lines)
+XDIR = "/tmp/fleet-x"  # mgmt only: the probe file the latency measurement edits
+LOCK = "/tmp/.fleet-lines.lock"  # mgmt only: serialises the collected execs' rewrites
 NFILES = 20
 FILE_SIZE = 1024
 DRIFT_FILES = (3, 17)  # 10% of the 20 files
@@ -292,29 +293,26 @@ def mgmt_graph(h: Host, line: str, probe: str = "0") -> str:
                  f"    content: {yq(file_content(i))}\n")
     r.append(f"  - name: hostname\n    path: {TREE}/hostname\n    mode: \"0644\"\n"
              f"    content: {yq(h.name + chr(10))}\n")
-    r.append(f"  - name: linesdir\n    path: {XDIR}/lines/\n    mode: \"0755\"\n")
+    # Not part of the desired state: the latency measurement edits it.
+    r.append(f"  - name: xdir\n    path: {XDIR}/\n    mode: \"0755\"\n")
     r.append(f"  - name: probe\n    path: {XDIR}/probe\n    mode: \"0644\"\n    content: {yq(probe + chr(10))}\n")
-    # The exchange: every host exports its line; every host collects all of them into
-    # XDIR/lines/ and one exec (woken by inotify on that directory, guarded by a comparison)
-    # concatenates them into TREE/lines.
-    r.append(f"  - name: \"@@line-{h.name}\"\n    path: {XDIR}/{h.name}\n    mode: \"0644\"\n"
-             f"    content: {yq(line + chr(10))}\n")
-    cat = f"cat {XDIR}/lines/*"
     r.append("  exec:\n")
     r.append(f"  - name: marker\n    cmd: echo ready > {TREE}/marker\n    shell: /bin/sh\n"
              f"    creates: {TREE}/marker\n")
-    r.append(
-        f"  - name: lines\n"
-        f"    cmd: {yq(f'{cat} > {TREE}/.lines.tmp && chmod 0644 {TREE}/.lines.tmp && mv {TREE}/.lines.tmp {TREE}/lines')}\n"
-        f"    shell: /bin/sh\n    env: {{LC_ALL: C}}\n"
-        f"    ifcmd: {yq(f'! {cat} 2>/dev/null | cmp -s - {TREE}/lines')}\n    ifshell: /bin/sh\n"
-        f"    watchcmd: {yq(f'mkdir -p {XDIR}/lines && exec inotifywait -m -q -e close_write,moved_to,delete {XDIR}/lines')}\n"
-        f"    watchshell: /bin/sh\n")
+    # The exchange: every host exports one exec that puts its line into TREE/lines (replacing
+    # an older line of the same host, sorted, atomically, under a lock since the collected
+    # execs of all hosts run in parallel); every host collects all of them. The guard makes it
+    # a no-op when the line is there. Applying it is part of the collecting host's run, so
+    # the host is not converged before its file is complete.
+    cmd = (f"mkdir -p {TREE} && flock {LOCK} sh -c \"{{ grep -v '^{h.name} ' {TREE}/lines 2>/dev/null; "
+           f"echo '{line}'; }} | sort > {TREE}/.lines.{h.name} && chmod 0644 {TREE}/.lines.{h.name} && "
+           f"mv {TREE}/.lines.{h.name} {TREE}/lines\"")
+    r.append(f"  - name: \"@@line-{h.name}\"\n    cmd: {yq(cmd)}\n    shell: /bin/sh\n    env: {{LC_ALL: C}}\n"
+             f"    ifcmd: {yq(f'! grep -qxF {chr(39)}{line}{chr(39)} {TREE}/lines 2>/dev/null')}\n"
+             f"    ifshell: /bin/sh\n")
     r.append("edges:\n")
     r.append("- name: tree-marker\n  from: {kind: file, name: tree}\n  to: {kind: exec, name: marker}\n")
-    r.append("- name: tree-lines\n  from: {kind: file, name: tree}\n  to: {kind: exec, name: lines}\n")
-    r.append("- name: dir-lines\n  from: {kind: file, name: linesdir}\n  to: {kind: exec, name: lines}\n")
-    r.append(f"collect:\n- kind: file\n  pattern: {XDIR}/lines/\n")
+    r.append("collect:\n- kind: exec\n  pattern: line-\n")
     return "".join(r)
 
 
@@ -546,8 +544,9 @@ def measure(bed: Bed, cmd: list[str], cwd: Path, env: dict, timeout: float = 900
 
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-CORE = {f"file[f{i:02d}]" for i in range(1, NFILES + 1)} | {
-    "file[tree]", "file[hostname]", "exec[marker]"}
+# The desired state's resources but the directory (which a collected exec may create first)
+# and the exchange (one collected exec per host).
+CORE = {f"file[f{i:02d}]" for i in range(1, NFILES + 1)} | {"file[hostname]", "exec[marker]"}
 
 
 def run_mgmt(bed: Bed, work: Path, mgmt: Path, timeout_flag: str = "0") -> tuple[Sample, dict]:
@@ -574,15 +573,17 @@ def mgmt_counts(out: str) -> dict:
         host = ev.get("host")
         if not host:
             continue
-        c = per.setdefault(host, {"changed": 0, "core": [], "lines": 0, "failed": 0, "ok": False})
+        c = per.setdefault(host, {"changed": 0, "core": [], "lines": 0, "tree": 0, "failed": 0, "ok": False})
         if ev["event"] == "host_output":
             m = re.search(r"(\w+\[[^\]]+\]): applied", ANSI.sub("", ev["line"]))
             if m:
                 c["changed"] += 1
                 if m.group(1) in CORE:
                     c["core"].append(m.group(1))
-                elif m.group(1) == "exec[lines]":
+                elif m.group(1).startswith("exec[line-"):
                     c["lines"] += 1
+                elif m.group(1) == "file[tree]":
+                    c["tree"] += 1
         elif ev["event"] == "host_failed":
             c["failed"] += 1
         elif ev["event"] == "host_summary":
@@ -626,7 +627,7 @@ def run_pyinfra(bed: Bed, work: Path) -> tuple[Sample, dict]:
     s = measure(bed, [str(VENV / "bin" / "pyinfra"), "inventory.py", "deploy.py", "-y",
                       "--parallel", str(n), "--no-wait"], d, env)
     per = {h.name: {"changed": 0, "failed": 0, "ok": s.rc == 0} for h in bed.hosts}
-    for host, what in re.findall(r"\[(h\d+)\] (Success|No changes|Error)", ANSI.sub("", s.out + s.err)):
+    for host, what in re.findall(r"\[(h\d+)\]\s+(Success|No changes|Error)", ANSI.sub("", s.out + s.err)):
         if host in per:
             if what == "Success":
                 per[host]["changed"] += 1
@@ -673,15 +674,12 @@ def reset(bed: Bed, work: Path, phase: str) -> None:
         if phase == "cold":
             for p in ("/root/.cache/mgmt", "/root/.ansible"):
                 shutil.rmtree(h.path(p), ignore_errors=True)
+        if phase == "cold":
+            Path(h.path(LOCK)).unlink(missing_ok=True)
         if phase in ("warm", "drift"):
             write_tree(h, expected_tree(h, bed.hosts))
-            lines = h.path(XDIR) / "lines"
-            lines.mkdir(parents=True)
+            h.path(XDIR).mkdir()
             os.chmod(h.path(XDIR), 0o755)
-            os.chmod(lines, 0o755)
-            for o in bed.hosts:
-                (lines / o.name).write_text(line_of(o) + "\n")
-                os.chmod(lines / o.name, 0o644)
             (h.path(XDIR) / "probe").write_text("0\n")
             os.chmod(h.path(XDIR) / "probe", 0o644)
     if phase == "drift":
@@ -719,11 +717,13 @@ def check(bed: Bed, tool: str, phase: str, s: Sample, per: dict) -> list[str]:
         if tool == "mgmt":
             if not c.get("ok"):
                 problems.append(f"{h.name}: status not ok")
-            core = len(c["core"]) + min(c["lines"], 1)
-            if core != want[h.name] or len(set(c["core"])) != len(c["core"]):
-                problems.append(f"{h.name}: changed {core} of the desired state, want {want[h.name]}")
-            if phase in ("warm", "drift") and c["changed"] != want[h.name]:
-                problems.append(f"{h.name}: changed {c['changed']} in all, want {want[h.name]}")
+            if phase in ("warm", "drift"):
+                if c["changed"] != want[h.name]:
+                    problems.append(f"{h.name}: changed {c['changed']}, want {want[h.name]}")
+            elif (len(set(c["core"])) != len(CORE) or len(c["core"]) != len(CORE)
+                  or c["lines"] != len(bed.hosts) or c["tree"] > 1):
+                problems.append(f"{h.name}: changed {len(c['core'])} files/commands (want {len(CORE)}), "
+                                f"{c['lines']} lines (want {len(bed.hosts)}), directory {c['tree']}")
         elif c["changed"] != want[h.name]:
             problems.append(f"{h.name}: changed {c['changed']}, want {want[h.name]}")
     return problems
@@ -762,9 +762,9 @@ def read_or_none(p: Path) -> str | None:
 
 def latency(bed: Bed, work: Path, mgmt: Path, changes: int) -> dict:
     """Each change edits h1's graph once: its probe file (local) and its exported line.
-    edit->applied: until h1 has the new probe. export->collected: from then until every other
-    host has the new line in its collected file; edit->lines: until every other host's
-    concatenated file has it."""
+    edit->applied: until h1 has the new probe (the initiator saw the save, copied the file, the
+    child reloaded and applied it). edit->lines: until every other host has h1's new line in
+    its lines file (propagation through the store). applied->lines: the difference."""
     reset(bed, work, "warm")
     d = work / "mgmt"
     first, others = bed.hosts[0], bed.hosts[1:]
@@ -777,29 +777,29 @@ def latency(bed: Bed, work: Path, mgmt: Path, changes: int) -> dict:
     out = open(d / ".latency.out", "w")
     p = subprocess.Popen(cmd, cwd=d, env=clean_env(), stdin=subprocess.DEVNULL, stdout=out,
                          stderr=subprocess.STDOUT, start_new_session=True)
-    res = {"edit_to_applied": [], "export_to_collected": [], "edit_to_lines": []}
+    res = {"edit_to_applied": [], "applied_to_lines": [], "edit_to_lines": []}
     try:
-        # Started: every host has run its graph once (its probe, written by the warm reset, is
-        # rewritten only if wrong, so wait for the run dirs instead: one per host).
-        started = wait_for(lambda: all(any(h.path("/tmp").glob("mgmt.*")) for h in bed.hosts), 60)
-        if started is None:
+        # Started: every child has swapped its first graph in (the state is already right, so
+        # nothing on the hosts changes to show it).
+        def started() -> bool:
+            text = (d / ".latency.out").read_text(errors="replace")
+            return len(set(re.findall(r'"host":"(h\d+)","line":"[^"]*graph swapped', text))) == len(bed.hosts)
+        if wait_for(started, 120) is None:
             raise RuntimeError("mgmt did not start on every host")
-        time.sleep(1.0)  # let every child settle (converge) before the first edit
+        time.sleep(0.5)  # the other hosts' exports arriving: let those swaps pass first
         for k in range(1, changes + 1):
             line = f"{line_of(first)} gen {k}"
             t0 = time.monotonic()
             write_atomic(d / f"{first.name}.yaml", mgmt_graph(first, line, probe=str(k)))
             t_app = wait_for(lambda: read_or_none(first.path(XDIR) / "probe") == f"{k}\n", 30)
             want = line + "\n"
-            t_col = wait_for(lambda: all(read_or_none(o.path(XDIR) / "lines" / first.name) == want
-                                         for o in others), 30) if others else t_app
             t_lines = wait_for(lambda: all(want in (read_or_none(o.path(TREE) / "lines") or "")
                                            for o in others), 30) if others else t_app
-            if None in (t_app, t_col, t_lines):
+            if None in (t_app, t_lines):
                 raise RuntimeError(f"change {k} did not arrive within 30s")
             res["edit_to_applied"].append(t_app - t0)
             if others:
-                res["export_to_collected"].append(max(0.0, t_col - t_app))
+                res["applied_to_lines"].append(max(0.0, t_lines - t_app))
                 res["edit_to_lines"].append(t_lines - t0)
             time.sleep(0.05)
     except RuntimeError as e:
@@ -861,15 +861,19 @@ def fmt(v, spec: str) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| H | tool | phase | wall s (median) | min–max | CPU s | CPU s incl. daemons | "
-            "peak RSS MB | sent KB | changed | ok |\n|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n")
+    order = ["floor-ssh", "floor-scp", *TOOLS]
+    rows = sorted(rows, key=lambda r: (r["hosts"], order.index(r["tool"]) if r["tool"] in order else 99,
+                                       PHASES.index(r["phase"]) if r["phase"] in PHASES else -1))
+    head = ("| H | tool | phase | runs | wall s median | min–max | CPU s | CPU s incl. daemons | "
+            "peak RSS MB | sent KB | changed | correct |\n"
+            "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
     body = ""
     for r in rows:
-        body += (f"| {r['hosts']} | {r['tool']} | {r['phase']} | {fmt(r['wall_median'], '.3f')} | "
+        status = "yes" if r["ok"] else (r["problems"][0] if r["runs"] == 0 else "NO: " + "; ".join(r["problems"]))
+        body += (f"| {r['hosts']} | {r['tool']} | {r['phase']} | {r['runs']} | {fmt(r['wall_median'], '.3f')} | "
                  f"{fmt(r['wall_min'], '.3f')}–{fmt(r['wall_max'], '.3f')} | {fmt(r['cpu_median'], '.2f')} | "
                  f"{fmt(r['cpu_tree_median'], '.2f')} | {fmt(r['rss_mb_median'], '.0f')} | "
-                 f"{fmt(r['tx_kb_median'], '.0f')} | {fmt(r['changed'], 'd')} | "
-                 f"{'yes' if r['ok'] else 'NO: ' + '; '.join(r['problems'])} |\n")
+                 f"{fmt(r['tx_kb_median'], '.0f')} | {fmt(r['changed'], 'd')} | {status} |\n")
     return head + body
 
 
@@ -902,21 +906,21 @@ def targets(rows: list[dict], lat: dict) -> list[str]:
         l = lat.get(str(H)) or {}
         p50 = pct(l.get("edit_to_lines", []), 0.5)
         if p50 is not None:
-            out.append(f"H={H}: propagation p50 (edit -> concatenated file on all other hosts) = "
+            out.append(f"H={H}: propagation p50 (graph edit on h1 -> its new line in the lines file of every other host) = "
                        f"{p50 * 1000:.0f} ms (target < 100 ms): {'met' if p50 < 0.1 else 'MISSED'}")
     return out
 
 
 def latency_table(lat: dict) -> str:
-    s = ("| H | edit→applied p50 / p99 ms | export→collected on all others p50 / p99 ms | "
-         "edit→concatenated file on all others p50 / p99 ms | changes |\n|---:|---:|---:|---:|---:|\n")
+    s = ("| H | edit→applied p50 / p99 ms | applied on h1→line on all others p50 / p99 ms | "
+         "edit→line on all others (propagation) p50 / p99 ms | changes |\n|---:|---:|---:|---:|---:|\n")
     for H, l in sorted(lat.items(), key=lambda kv: int(kv[0])):
         def pp(key):
             xs = l.get(key, [])
             if not xs:
                 return "-"
             return f"{pct(xs, 0.5) * 1000:.0f} / {pct(xs, 0.99) * 1000:.0f}"
-        s += (f"| {H} | {pp('edit_to_applied')} | {pp('export_to_collected')} | {pp('edit_to_lines')} | "
+        s += (f"| {H} | {pp('edit_to_applied')} | {pp('applied_to_lines')} | {pp('edit_to_lines')} | "
               f"{len(l.get('edit_to_applied', []))}{' (' + l['error'] + ')' if 'error' in l else ''} |\n")
     return s
 
@@ -931,6 +935,9 @@ def main() -> int:
     ap.add_argument("--mgmt", help="the static mgmt binary (default: build it)")
     ap.add_argument("--no-upgrade", action="store_true", help="keep the venv's versions")
     ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--max-minutes", type=float, default=20,
+                    help="time budget of the tool runs, shared among the H values in proportion to H; "
+                         "a group that no longer fits gets fewer runs or is skipped (0: no limit)")
     ap.add_argument("--setup-only", type=int, metavar="H",
                     help="bring up H hosts, write the inputs to work/hH, print the bed and exit")
     a = ap.parse_args()
@@ -956,6 +963,7 @@ def main() -> int:
         return 0
     global CG
     CG = CpuGroup()
+    budget = Budget(a.max_minutes * 60, hosts)
     rows, raw, lat = [], [], {}
     try:
         for H in hosts:
@@ -972,34 +980,45 @@ def main() -> int:
                         log(f"H={H} floor-{which}: {rows[-1]['wall_median']:.3f}s")
                         raw += [dict(hosts=H, tool=f"floor-{which}", phase="-", run=i, **sample_row(s))
                                 for i, s in enumerate(samples)]
-                for tool in [t for t in tools if t != "floor"]:
-                    for phase in phases:
-                        samples, changed, probs = [], [], []
-                        for i in range(a.runs):
-                            reset(bed, work, phase)
-                            if tool == "mgmt":
-                                s, per = run_mgmt(bed, work, mgmt)
-                            elif tool.startswith("ansible-"):
-                                s, per = run_ansible(bed, work, tool.split("-", 1)[1])
-                            elif tool == "pyinfra":
-                                s, per = run_pyinfra(bed, work)
-                            else:
-                                raise SystemExit(f"unknown tool {tool}")
-                            pr = check(bed, tool, phase, s, per)
-                            samples.append(s)
-                            changed.append(total_changed(per))
-                            probs.append(pr)
-                            raw.append(dict(hosts=H, tool=tool, phase=phase, run=i,
-                                            changed=changed[-1], problems="; ".join(pr), **sample_row(s)))
-                            log(f"H={H} {tool} {phase} run {i + 1}/{a.runs}: {s.wall:.3f}s "
-                                f"cpu {s.cpu:.2f}s changed {changed[-1]} "
-                                f"{'ok' if not pr else 'PROBLEMS: ' + '; '.join(pr[:4])}")
-                            if pr:
-                                keep = work / f"failed-{tool}-{phase}-{i}"
-                                keep.mkdir(exist_ok=True)
-                                (keep / "stdout").write_text(s.out)
-                                (keep / "stderr").write_text(s.err)
-                        rows.append(summarize(H, tool, phase, samples, changed, probs))
+                groups = plan_groups([t for t in tools if t != "floor"], phases)
+                h_deadline = time.monotonic() + budget.share(H)
+                for tool, phase in groups:
+                    est = budget.estimate(tool, H)
+                    left = h_deadline - time.monotonic()
+                    n = a.runs if est is None else min(a.runs, int(left // max(est, 0.001)))
+                    if n < 1:
+                        # A group never started keeps its row, saying why it has no numbers.
+                        log(f"H={H} {tool} {phase}: skipped, the time budget is spent "
+                            f"(one run ~{est:.0f}s, {max(left, 0):.0f}s left for H={H})")
+                        rows.append(skipped_row(H, tool, phase, f"skipped: budget (~{est:.0f}s a run)"))
+                        continue
+                    samples, changed, probs = [], [], []
+                    for i in range(n):
+                        reset(bed, work, phase)
+                        if tool == "mgmt":
+                            s, per = run_mgmt(bed, work, mgmt)
+                        elif tool.startswith("ansible-"):
+                            s, per = run_ansible(bed, work, tool.split("-", 1)[1])
+                        elif tool == "pyinfra":
+                            s, per = run_pyinfra(bed, work)
+                        else:
+                            raise SystemExit(f"unknown tool {tool}")
+                        budget.record(tool, H, s.wall)
+                        pr = check(bed, tool, phase, s, per)
+                        samples.append(s)
+                        changed.append(total_changed(per))
+                        probs.append(pr)
+                        raw.append(dict(hosts=H, tool=tool, phase=phase, run=i,
+                                        changed=changed[-1], problems="; ".join(pr), **sample_row(s)))
+                        log(f"H={H} {tool} {phase} run {i + 1}/{n}: {s.wall:.3f}s "
+                            f"cpu {s.cpu:.2f}s changed {changed[-1]} "
+                            f"{'ok' if not pr else 'PROBLEMS: ' + '; '.join(pr[:4])}")
+                        if pr:
+                            keep = work / f"failed-{tool}-{phase}-{i}"
+                            keep.mkdir(exist_ok=True)
+                            (keep / "stdout").write_text(s.out)
+                            (keep / "stderr").write_text(s.err)
+                    rows.append(summarize(H, tool, phase, samples, changed, probs))
                 ansible_masters_close(work)
                 if "mgmt" in tools and a.latency_changes > 0:
                     log(f"H={H}: latency, {a.latency_changes} changes")
@@ -1028,6 +1047,49 @@ def main() -> int:
         w.writerows(rows)
     log(f"saved {out}/summary.md, summary.csv, runs.csv, results.json")
     return 0
+
+
+def plan_groups(tools: list[str], phases: list[str]) -> list[tuple[str, str]]:
+    """Cheap tools first, then Ansible's warm runs (a target), then its other phases: when the
+    budget runs out, what is lost is the least important."""
+    cheap = [(t, p) for t in tools if not t.startswith("ansible-") for p in phases]
+    ans = [t for t in tools if t.startswith("ansible-")]
+    first = [p for p in phases if p == "warm"]
+    rest = [p for p in phases if p != "warm"]
+    return cheap + [(t, p) for p in first for t in ans] + [(t, p) for p in rest for t in ans]
+
+
+class Budget:
+    def __init__(self, seconds: float, hosts: list[int]) -> None:
+        self.seconds = seconds
+        self.total_h = sum(hosts)
+        self.seen: dict[tuple[str, int], float] = {}
+
+    def share(self, H: int) -> float:
+        return math.inf if self.seconds <= 0 else self.seconds * H / self.total_h
+
+    def record(self, tool: str, H: int, wall: float) -> None:
+        self.seen[(tool, H)] = max(wall, self.seen.get((tool, H), 0.0))
+
+    def estimate(self, tool: str, H: int) -> float | None:
+        """The slowest run of this tool at this H so far; else the nearest smaller H scaled
+        linearly (pessimistic for the tools whose cost grows with H)."""
+        if self.seconds <= 0:
+            return None
+        if (tool, H) in self.seen:
+            return self.seen[(tool, H)]
+        smaller = [h for (t, h) in self.seen if t == tool and h < H]
+        if not smaller:
+            return None
+        h = max(smaller)
+        return self.seen[(tool, h)] * H / h
+
+
+def skipped_row(H: int, tool: str, phase: str, why: str) -> dict:
+    return {"hosts": H, "tool": tool, "phase": phase, "runs": 0, "wall_median": None,
+            "wall_min": None, "wall_max": None, "cpu_median": None, "cpu_tree_median": None,
+            "rss_mb_median": None, "tx_kb_median": None, "rx_kb_median": None, "changed": None,
+            "ok": False, "problems": [why]}
 
 
 def sample_row(s: Sample) -> dict:

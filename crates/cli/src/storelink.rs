@@ -174,13 +174,15 @@ impl StoreLink {
             .context("no embedded store to tunnel to")
     }
 
-    /// A store user for one remote host, allowed under `/_mgmt/` only.
-    pub fn add_host_user(&self, user: &str, secret: &str) -> Result<()> {
+    /// The store user of one remote host (named after it): it reads `/_mgmt/` and writes only
+    /// its own keys, so one host cannot forge another's exports or convergence.
+    pub fn add_host_user(&self, host: &str, secret: &str) -> Result<()> {
         let server = self.server.as_ref().context("no embedded store")?;
         server
-            .add_prefix_user(user, secret, "/_mgmt/")
-            .with_context(|| format!("cannot create store user {user}"))
+            .add_host_user(host, secret)
+            .with_context(|| format!("cannot create the store user of host {host}"))
     }
+
 
     pub async fn publish(&self, recs: &[ExportedResource]) -> Result<()> {
         self.store

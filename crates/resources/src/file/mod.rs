@@ -17,6 +17,7 @@ use resource::{
     ApplyCtx, BuildError, KindInfo, Meta, Mode, Outcome, Resource, ResourceError, Uid, WatchCtx,
 };
 use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
 
 use crate::params::{Params, bad, invalid_to_build, put_opt};
 
@@ -246,6 +247,11 @@ fn parse_mode(raw: Option<Value>) -> Result<Option<u32>, BuildError> {
     }
 }
 
+/// How many file check_applys touch the filesystem at once. tokio's blocking pool grows a
+/// thread per concurrent call (up to 512): a graph of thousands of files converging at once
+/// would otherwise run hundreds of threads contending for a few cores and one directory lock.
+static FS_SLOTS: Semaphore = Semaphore::const_new(16);
+
 #[derive(Debug)]
 pub struct File {
     name: String,
@@ -308,7 +314,12 @@ impl Resource for File {
     async fn check_apply(&self, _ctx: &ApplyCtx, mode: Mode) -> Result<Outcome, ResourceError> {
         let spec = self.spec.clone();
         let dry = mode == Mode::Check;
-        // Filesystem calls block; keep them off the async workers.
+        // Filesystem calls block; keep them off the async workers, on a bounded number of
+        // blocking threads (see `FS_SLOTS`).
+        let _slot = FS_SLOTS
+            .acquire()
+            .await
+            .map_err(|e| ResourceError::failed(format!("file worker slots: {e}")))?;
         let changed = tokio::task::spawn_blocking(move || ops::converge(&spec, dry))
             .await
             .map_err(|e| ResourceError::failed(format!("file worker failed: {e}")))??;

@@ -387,19 +387,29 @@ mod tests {
         }
     }
 
+    /// Write `other/s`, watched by `sentinel`, and wait for it: the hub dispatches in order,
+    /// so every wake caused by earlier changes has been delivered by then.
+    async fn round_trip(sentinel: &Subscription, other: &Path) {
+        std::fs::write(other.join("s"), "1").unwrap();
+        changed(sentinel).await;
+    }
+
     #[tokio::test]
     async fn subscribers_share_one_kernel_watch_released_with_the_last() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, other) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let sentinel = subscribe().unwrap();
+        sentinel.set(&interests(other.path(), &["s"])).unwrap();
         let (a, b) = (subscribe().unwrap(), subscribe().unwrap());
         a.set(&interests(dir.path(), &["x"])).unwrap();
         b.set(&interests(dir.path(), &["y", "z"])).unwrap();
         assert_eq!(kernel_watches(&a, dir.path()), 1);
 
-        // Each hears only its own names; `b` hearing "z" orders the checks after "y".
+        // Each hears only its own names.
         std::fs::write(dir.path().join("y"), "1").unwrap();
-        std::fs::write(dir.path().join("z"), "1").unwrap();
         changed(&b).await;
+        round_trip(&sentinel, other.path()).await;
         assert!(!pending(&a).await, "woken by a name it did not ask for");
+        pending(&b).await;
 
         // Dropping one interest or one subscriber keeps the shared watch for the others.
         b.set(&interests(dir.path(), &["y"])).unwrap();

@@ -81,6 +81,8 @@ async fn a_write_wakes_only_the_written_files_watch() {
         .filter(|i| *i != target && all[*i].events.try_recv().is_ok())
         .collect();
     assert!(woken.is_empty(), "woken by a sibling's write: {woken:?}");
+    // The write's later events (modify, close) may have woken the target again.
+    all[target].drain();
 
     // Creating and deleting an unwatched sibling wakes nobody either.
     fs::write(dir.path().join("unwatched"), "z").unwrap();

@@ -200,6 +200,28 @@ fn an_edited_graph_reaches_the_running_host() {
     assert_eq!(bed.read(h1, "/tmp/new"), "new\n");
     bed.wait_file(&mut r, h1, &host, "file[f0]", "/tmp/live", "v2\n");
 
+    // A version that does not parse is reported and not copied: the host keeps the last one.
+    r.mark();
+    support::write(
+        &g,
+        "graph: g\nresources:\n  file:\n  - name: f0\n    bogus: 1\n",
+    );
+    let invalid = r.wait_event("graph_invalid", |v| v["event"] == "graph_invalid");
+    assert_eq!(invalid["host"], host, "{invalid}");
+    // The valid edit after it is copied, so the broken one was skipped, not queued.
+    let v3 = support::bed::files_graph(&bed.url(h1), &[("/tmp/live", "v3\n")]);
+    support::write(&g, &v3);
+    r.wait_event("v3 copied", |v| {
+        v["event"] == "graph_copied" && v["host"] == host
+    });
+    let copies = r.seen[..]
+        .iter()
+        .filter(|v| v["event"] == "graph_copied")
+        .count();
+    assert_eq!(copies, 2, "v2 and v3 only: {:#?}", r.seen);
+    bed.wait_file(&mut r, h1, &host, "file[f0]", "/tmp/live", "v3\n");
+    assert_eq!(bed.read(h1, &format!("{}/live.yaml", dirs[0])), v3);
+
     let (st, err) = r.interrupt();
     assert_eq!(st.code(), Some(0), "{err}");
     assert_eq!(exit_reason(&r.seen), "interrupted");
@@ -334,6 +356,8 @@ fn unreachable_hosts_and_changed_host_keys_fail_alone() {
     r.wait_event_within(FLEET_DEADLINE, "exit", |v| v["event"] == "exit");
     let (st, err) = r.wait();
     assert_eq!(st.code(), Some(1), "{err}");
+    // The hosts that could not start do not hold up the cluster-wide convergence.
+    assert_eq!(exit_reason(&r.seen), "converged");
 
     let (step, error) = failure(&r.seen, &nobody.to_string());
     assert_eq!(step, "connect");
@@ -601,4 +625,107 @@ fn a_bad_remote_address_is_reported_without_its_password() {
         !out.contains(secret),
         "the password leaked to stdout: {out}"
     );
+}
+
+#[test]
+fn a_child_killed_on_its_host_fails_that_host_only() {
+    let bed = Bed::up(TestbedConfig::hosts(2));
+    let (h1, h2) = (bed.h(1), bed.h(2));
+    let (na, nb) = (bed.name(h1), bed.name(h2));
+    let a = bed.graph("a.yaml", &seed_graph("a", &bed.url(h1)));
+    let b = bed.graph("b.yaml", &seed_graph("b", &bed.url(h2)));
+    let mut r = bed.start(&[&a, &b], &[]);
+    r.wait_event("a applied", |v| applied_line(v, &na, "file[file2b]"));
+    r.wait_event("b applied", |v| applied_line(v, &nb, "file[file2a]"));
+    let pids = bed.mgmt_pids(h2);
+    assert_eq!(pids.len(), 1, "one child on h2");
+    // SAFETY: kill(2) on the pid of the child found inside the test bed host.
+    assert_eq!(unsafe { libc::kill(pids[0] as i32, libc::SIGKILL) }, 0);
+    let failed = r.wait_event("h2 failed", |v| {
+        v["event"] == "host_failed" && v["host"] == nb
+    });
+    assert_eq!(failed["step"], "run", "{failed}");
+    assert_eq!(
+        failed["error"],
+        format!("remote mgmt on {nb} ended with signal KILL"),
+        "{failed}"
+    );
+    // Its run dir is cleaned up right away; host a carries on.
+    r.wait_event("h2 failed state", |v| {
+        v["event"] == "host_state" && v["host"] == nb && v["state"] == "failed"
+    });
+    bed.assert_clean(h2);
+    assert_eq!(bed.mgmt_processes(h1).len(), 1, "h1 still runs");
+    r.mark();
+    bed.sh(h1, "rm /tmp/file1a");
+    bed.wait_file(
+        &mut r,
+        h1,
+        &na,
+        "file[file1a]",
+        "/tmp/file1a",
+        "i am file1a\n",
+    );
+
+    let (st, err) = r.interrupt();
+    assert_eq!(st.code(), Some(1), "a failed host fails the run: {err}");
+    assert_eq!(summary(&r.seen, &na)["status"], "ok");
+    assert_eq!(summary(&r.seen, &nb)["status"], "failed:run");
+    bed.assert_clean(h1);
+}
+
+#[test]
+fn children_exit_by_themselves_when_the_initiator_dies() {
+    let bed = Bed::up(TestbedConfig::hosts(2));
+    let (h1, h2) = (bed.h(1), bed.h(2));
+    let (na, nb) = (bed.name(h1), bed.name(h2));
+    let a = bed.graph("a.yaml", &seed_graph("a", &bed.url(h1)));
+    let b = bed.graph("b.yaml", &seed_graph("b", &bed.url(h2)));
+    let mut r = bed.start(&[&a, &b], &[]);
+    r.wait_event("a applied", |v| applied_line(v, &na, "file[file2b]"));
+    r.wait_event("b applied", |v| applied_line(v, &nb, "file[file2a]"));
+    // No cleanup can happen: the connections just drop. Each child sees its lifeline go
+    // (stdin at EOF) and exits; only the run dirs stay behind.
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(r.pid, libc::SIGKILL) }, 0);
+    let (st, _) = r.wait();
+    assert_eq!(st.code(), None, "killed");
+    for h in [h1, h2] {
+        assert!(
+            support::bed::wait_until(FLEET_DEADLINE, || bed.mgmt_processes(h).is_empty()),
+            "{}: mgmt still running after its initiator died: {:?}",
+            h.name,
+            bed.mgmt_processes(h)
+        );
+    }
+}
+
+#[test]
+fn noop_changes_nothing_and_tmp_prefix_places_the_run_dir() {
+    let bed = Bed::up(TestbedConfig::hosts(1));
+    let h1 = bed.h(1);
+    let host = bed.name(h1);
+    bed.sh(h1, "mkdir -m 0700 /root/runs");
+    let g = bed.graph(
+        "g.yaml",
+        &support::bed::files_graph(&bed.url(h1), &[("/tmp/untouched", "x\n")]),
+    );
+    let mut r = bed.start(&[&g], &["--noop", "--tmp-prefix", "/root/runs"]);
+    r.wait_event("would change", |v| {
+        v["event"] == "host_output"
+            && v["host"] == host
+            && v["line"]
+                .as_str()
+                .unwrap()
+                .ends_with("file[f0]: would change (noop)")
+    });
+    let dirs = bed.sh(h1, "ls /root/runs");
+    assert_eq!(dirs.lines().count(), 1, "{dirs}");
+    assert!(dirs.starts_with("mgmt."), "{dirs}");
+    assert!(bed.run_dirs(h1).is_empty(), "nothing in /tmp");
+    let (st, err) = r.interrupt();
+    assert_eq!(st.code(), Some(0), "{err}");
+    assert!(!bed.tb.exists(h1, "/tmp/untouched"));
+    assert_eq!(bed.sh(h1, "ls -A /root/runs"), "");
+    assert!(bed.mgmt_processes(h1).is_empty());
 }

@@ -125,6 +125,17 @@ impl Bed {
             .collect()
     }
 
+    /// Pids of `mgmt_processes`.
+    pub fn mgmt_pids(&self, h: &Host) -> Vec<u32> {
+        let procs = self.mgmt_processes(h);
+        self.tb
+            .processes(h)
+            .into_iter()
+            .filter(|p| procs.contains(&p.cmdline))
+            .map(|p| p.pid)
+            .collect()
+    }
+
     /// Run dirs (`/tmp/mgmt.*`) left on a host.
     pub fn run_dirs(&self, h: &Host) -> Vec<String> {
         self.sh(
@@ -248,5 +259,20 @@ impl Bed {
                 applied_line(v, host, id)
             });
         }
+    }
+}
+
+/// Polls `cond` until it holds or `within` has passed; for conditions no event announces (a
+/// process going away on a host whose initiator is gone).
+pub fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

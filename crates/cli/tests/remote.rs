@@ -729,3 +729,44 @@ fn noop_changes_nothing_and_tmp_prefix_places_the_run_dir() {
     assert_eq!(bed.sh(h1, "ls -A /root/runs"), "");
     assert!(bed.mgmt_processes(h1).is_empty());
 }
+
+#[test]
+fn two_runs_at_once_share_the_host_cache_safely() {
+    let bed = Bed::up(TestbedConfig::hosts(1));
+    let h1 = bed.h(1);
+    // Two initiators (two users, say) target the same host with an empty cache: both upload,
+    // each to its own temp name, and the renames leave one good binary.
+    let g1 = bed.graph(
+        "one.yaml",
+        &support::bed::files_graph(&bed.url(h1), &[("/tmp/one", "1\n")]),
+    );
+    let g2 = bed.graph(
+        "two.yaml",
+        &support::bed::files_graph(&bed.url(h1), &[("/tmp/two", "2\n")]),
+    );
+    let mut r1 = bed.start(&[&g1], &["--converged-timeout", "1"]);
+    let mut r2 = bed.start(&[&g2], &["--converged-timeout", "1"]);
+    let (st1, err1) = r1.wait();
+    let (st2, err2) = r2.wait();
+    assert_eq!(st1.code(), Some(0), "{err1}");
+    assert_eq!(st2.code(), Some(0), "{err2}");
+    let host = bed.name(h1);
+    let caches = [&r1, &r2].map(|r| summary(&r.seen, &host)["cache"].clone());
+    assert!(caches.contains(&"copied".into()), "{caches:?}");
+    assert_eq!(bed.read(h1, "/tmp/one"), "1\n");
+    assert_eq!(bed.read(h1, "/tmp/two"), "2\n");
+    let bin = cached_binary("/root");
+    let dir = std::path::Path::new(&bin)
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    assert_eq!(
+        bed.sh(h1, &format!("ls -A {dir}")),
+        "mgmt\n",
+        "no temp file left"
+    );
+    let sum = bed.sh(h1, &format!("sha256sum {bin}"));
+    assert!(sum.starts_with(support::bed::binary_sha()), "{sum}");
+    bed.assert_clean(h1);
+}

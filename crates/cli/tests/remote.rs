@@ -328,8 +328,8 @@ fn failure(seen: &[serde_json::Value], host: &str) -> (String, String) {
 
 #[test]
 fn unreachable_hosts_and_changed_host_keys_fail_alone() {
-    let bed = Bed::up(TestbedConfig::hosts(2));
-    let (h1, h2) = (bed.h(1), bed.h(2));
+    let bed = Bed::up(TestbedConfig::hosts(3));
+    let (h1, h2, h3) = (bed.h(1), bed.h(2), bed.h(3));
     let good = bed.graph(
         "good.yaml",
         &support::bed::files_graph(&bed.url(h1), &[("/tmp/ok", "ok\n")]),
@@ -351,8 +351,24 @@ fn unreachable_hosts_and_changed_host_keys_fail_alone() {
         &support::bed::files_graph(&bed.url(h2), &[("/tmp/x", "x\n")]),
     );
     bed.tb.replace_host_key(h2).unwrap();
+    // A host whose sshd is stopped: its address answers, its port refuses.
+    let stopped = bed.graph(
+        "stopped.yaml",
+        &support::bed::files_graph(&bed.url(h3), &[("/tmp/x", "x\n")]),
+    );
+    // SAFETY: kill(2) on the test bed's own sshd listener of h3 (the test bed reaps it).
+    assert_eq!(
+        unsafe { libc::kill(bed.tb.sshd_pid(h3) as i32, libc::SIGTERM) },
+        0
+    );
+    assert!(support::bed::wait_until(FLEET_DEADLINE, || {
+        std::net::TcpStream::connect((h3.addr, h3.port)).is_err()
+    }));
 
-    let mut r = bed.start(&[&good, &gone, &rekeyed], &["--converged-timeout", "1"]);
+    let mut r = bed.start(
+        &[&good, &gone, &rekeyed, &stopped],
+        &["--converged-timeout", "1"],
+    );
     r.wait_event_within(FLEET_DEADLINE, "exit", |v| v["event"] == "exit");
     let (st, err) = r.wait();
     assert_eq!(st.code(), Some(1), "{err}");
@@ -364,6 +380,16 @@ fn unreachable_hosts_and_changed_host_keys_fail_alone() {
     assert!(
         error.starts_with(&format!("cannot connect to {nobody} ({nobody}:22): ")),
         "{error}"
+    );
+
+    let (step, error) = failure(&r.seen, &bed.name(h3));
+    assert_eq!(step, "connect");
+    assert_eq!(
+        error,
+        format!(
+            "cannot connect to {a} ({a}:22): Connection refused (os error 111)",
+            a = h3.addr
+        )
     );
 
     let (step, error) = failure(&r.seen, &bed.name(h2));

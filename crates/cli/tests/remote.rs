@@ -796,3 +796,36 @@ fn two_runs_at_once_share_the_host_cache_safely() {
     assert!(sum.starts_with(support::bed::binary_sha()), "{sum}");
     bed.assert_clean(h1);
 }
+
+#[test]
+fn interrupt_during_a_long_command_stops_the_command_too() {
+    let bed = Bed::up(TestbedConfig::hosts(1));
+    let h1 = bed.h(1);
+    // The command runs in its own process group on the host, so stopping mgmt alone would
+    // orphan it: the child must cancel it on its way out.
+    let g = bed.graph(
+        "g.yaml",
+        &format!(
+            "graph: g\nresources:\n  exec:\n  - name: long\n    cmd: sleep 7313\n    shell: /bin/sh\nremote: {}\n",
+            bed.url(h1)
+        ),
+    );
+    let mut r = bed.start(&[&g], &[]);
+    let sleeping = || {
+        bed.tb
+            .processes(h1)
+            .iter()
+            .any(|p| p.cmdline.join(" ").contains("sleep 7313"))
+    };
+    r.wait_event("running", |v| {
+        v["event"] == "host_state" && v["state"] == "running"
+    });
+    assert!(
+        support::bed::wait_until(FLEET_DEADLINE, sleeping),
+        "the command never started"
+    );
+    let (st, err) = r.interrupt();
+    assert_eq!(st.code(), Some(0), "{err}");
+    assert!(!sleeping(), "the command outlived the run");
+    bed.assert_clean(h1);
+}

@@ -145,6 +145,24 @@ class Bed:
     def key(self) -> Path:
         return self.dir / "client_key"
 
+    def hosts_cpu(self) -> float:
+        """CPU seconds spent inside every host so far (sshd, the tools' remote processes): for
+        each live process in a host's network namespace its own time plus that of the children
+        it has reaped, so every process's time is counted once, in its nearest live ancestor."""
+        nets = {os.readlink(f"/proc/{h.pid}/ns/net") for h in self.hosts}
+        ticks = 0
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                if os.readlink(f"/proc/{d}/ns/net") not in nets:
+                    continue
+                f = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            ticks += sum(int(x) for x in f[11:15])  # utime stime cutime cstime
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def counters(self) -> tuple[int, int]:
         """Bytes the controller sent to / received from all hosts: the root side of the
         bridge (host-to-host traffic is forwarded by the bridge and never counted here)."""
@@ -461,6 +479,7 @@ class Sample:
     cpu: float  # user+sys of the tool and every descendant it waited for (wait4 rusage)
     cpu_tree: float | None  # every process the tool started, daemons included (cpuacct cgroup)
     maxrss_mb: float  # the largest single process of the tool (wait4 rusage)
+    hosts_cpu: float  # CPU spent inside the hosts (the same 2 cores serve them)
     tx: int  # bytes the controller sent to the hosts
     rx: int
     rc: int
@@ -516,6 +535,7 @@ def measure(bed: Bed, cmd: list[str], cwd: Path, env: dict, timeout: float = 900
     errf = cwd / ".stderr"
     cpu0 = CG.usage() if CG else None
     tx0, rx0 = bed.counters()
+    hc0 = bed.hosts_cpu()
     t0 = time.monotonic()
     with open(outf, "w") as o, open(errf, "w") as e:
         p = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=o, stderr=e,
@@ -531,11 +551,12 @@ def measure(bed: Bed, cmd: list[str], cwd: Path, env: dict, timeout: float = 900
     wall = time.monotonic() - t0
     p.returncode = os.waitstatus_to_exitcode(status)
     tx1, rx1 = bed.counters()
+    hc1 = bed.hosts_cpu()
     cpu1 = CG.usage() if CG else None
     return Sample(
         wall=wall, cpu=ru.ru_utime + ru.ru_stime,
         cpu_tree=None if cpu0 is None else cpu1 - cpu0,
-        maxrss_mb=ru.ru_maxrss / 1024, tx=tx1 - tx0, rx=rx1 - rx0, rc=p.returncode,
+        maxrss_mb=ru.ru_maxrss / 1024, hosts_cpu=hc1 - hc0, tx=tx1 - tx0, rx=rx1 - rx0, rc=p.returncode,
         out=outf.read_text(errors="replace"), err=errf.read_text(errors="replace"))
 
 
@@ -850,7 +871,8 @@ def summarize(H: int, tool: str, phase: str, samples: list[Sample], changed: lis
     return {"hosts": H, "tool": tool, "phase": phase, "runs": len(samples),
             "wall_median": med(lambda s: s.wall), "wall_min": min(walls), "wall_max": max(walls),
             "cpu_median": med(lambda s: s.cpu), "cpu_tree_median": med(lambda s: s.cpu_tree),
-            "rss_mb_median": med(lambda s: s.maxrss_mb), "tx_kb_median": med(lambda s: s.tx / 1024),
+            "rss_mb_median": med(lambda s: s.maxrss_mb), "hosts_cpu_median": med(lambda s: s.hosts_cpu),
+            "tx_kb_median": med(lambda s: s.tx / 1024),
             "rx_kb_median": med(lambda s: s.rx / 1024),
             "changed": changed[-1] if changed else None,
             "ok": all(not p for p in problems), "problems": sorted({x for p in problems for x in p})[:5]}
@@ -865,14 +887,15 @@ def table(rows: list[dict]) -> str:
     rows = sorted(rows, key=lambda r: (r["hosts"], order.index(r["tool"]) if r["tool"] in order else 99,
                                        PHASES.index(r["phase"]) if r["phase"] in PHASES else -1))
     head = ("| H | tool | phase | runs | wall s median | min–max | CPU s | CPU s incl. daemons | "
-            "peak RSS MB | sent KB | changed | correct |\n"
-            "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+            "peak RSS MB | hosts' CPU s | sent KB | changed | correct |\n"
+            "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
     body = ""
     for r in rows:
         status = "yes" if r["ok"] else (r["problems"][0] if r["runs"] == 0 else "NO: " + "; ".join(r["problems"]))
         body += (f"| {r['hosts']} | {r['tool']} | {r['phase']} | {r['runs']} | {fmt(r['wall_median'], '.3f')} | "
                  f"{fmt(r['wall_min'], '.3f')}–{fmt(r['wall_max'], '.3f')} | {fmt(r['cpu_median'], '.2f')} | "
                  f"{fmt(r['cpu_tree_median'], '.2f')} | {fmt(r['rss_mb_median'], '.0f')} | "
+                 f"{fmt(r['hosts_cpu_median'], '.2f')} | "
                  f"{fmt(r['tx_kb_median'], '.0f')} | {fmt(r['changed'], 'd')} | {status} |\n")
     return head + body
 
@@ -1088,14 +1111,14 @@ class Budget:
 def skipped_row(H: int, tool: str, phase: str, why: str) -> dict:
     return {"hosts": H, "tool": tool, "phase": phase, "runs": 0, "wall_median": None,
             "wall_min": None, "wall_max": None, "cpu_median": None, "cpu_tree_median": None,
-            "rss_mb_median": None, "tx_kb_median": None, "rx_kb_median": None, "changed": None,
+            "rss_mb_median": None, "hosts_cpu_median": None, "tx_kb_median": None, "rx_kb_median": None, "changed": None,
             "ok": False, "problems": [why]}
 
 
 def sample_row(s: Sample) -> dict:
     return {"wall": round(s.wall, 4), "cpu": round(s.cpu, 3),
             "cpu_tree": None if s.cpu_tree is None else round(s.cpu_tree, 3),
-            "maxrss_mb": round(s.maxrss_mb, 1), "tx_bytes": s.tx, "rx_bytes": s.rx, "rc": s.rc}
+            "maxrss_mb": round(s.maxrss_mb, 1), "hosts_cpu": round(s.hosts_cpu, 3), "tx_bytes": s.tx, "rx_bytes": s.rx, "rc": s.rc}
 
 
 if __name__ == "__main__":

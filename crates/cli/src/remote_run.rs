@@ -387,17 +387,21 @@ impl Relay<'_> {
             }
             self.events.emit("host_summary", &ev);
         };
+        // A child that exited non-zero (a resource failed on it) fails the run like a host
+        // that could not be reached: the exit code must say so.
+        let mut ok = true;
         for h in &report.hosts {
+            let status = hier::host_status(h);
+            ok &= status == "ok" || status == "cancelled";
             row(
                 &h.host,
-                &hier::host_status(h),
+                &status,
                 h.bytes_sent,
                 hier::cache_word(h.cache),
                 h.duration.as_secs_f64(),
                 None,
             );
         }
-        let mut ok = true;
         for n in &self.tree.nodes {
             let Some(via) = self.tree.parent_host(&n.hostname) else {
                 continue;
@@ -410,7 +414,8 @@ impl Relay<'_> {
                     cache,
                     seconds,
                 }) => {
-                    ok &= !status.starts_with("failed");
+                    ok &= status == "ok" || status == "cancelled";
+
                     row(host, status, *bytes_sent, cache, *seconds, Some(&via));
                 }
                 _ => {

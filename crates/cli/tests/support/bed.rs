@@ -86,7 +86,9 @@ impl Bed {
             all.push(f.to_str().unwrap());
         }
         all.extend_from_slice(args);
-        Running::start_cmd(self.cmd(), &all)
+        let mut r = Running::start_cmd(self.cmd(), &all);
+        r.deadline = FLEET_DEADLINE;
+        r
     }
 
     /// A file on a host, as text (panics with the path when it cannot be read).

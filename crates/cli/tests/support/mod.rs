@@ -29,6 +29,8 @@ pub struct Running {
     exited: bool,
     mark: usize,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    /// How long `wait_event` and `wait` wait (`DEADLINE` unless set).
+    pub deadline: Duration,
 }
 
 impl Running {
@@ -88,6 +90,7 @@ impl Running {
             exited: false,
             mark: 0,
             stderr,
+            deadline: DEADLINE,
         }
     }
 
@@ -104,7 +107,7 @@ impl Running {
         what: &str,
         pred: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        self.wait_event_within(DEADLINE, what, pred)
+        self.wait_event_within(self.deadline, what, pred)
     }
 
     /// `wait_event` with a deadline other than `DEADLINE` (a fleet of hosts takes longer).
@@ -155,10 +158,11 @@ impl Running {
     }
 
     pub fn wait(&mut self) -> (ExitStatus, String) {
-        let st = match self.exit.recv_timeout(DEADLINE) {
+        let st = match self.exit.recv_timeout(self.deadline) {
             Ok(st) => st,
             Err(_) => panic!(
-                "mgmt did not exit within {DEADLINE:?}\nstderr:\n{}",
+                "mgmt did not exit within {:?}\nstderr:\n{}",
+                self.deadline,
                 self.stderr()
             ),
         };

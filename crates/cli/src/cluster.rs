@@ -10,8 +10,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-/// Returns once every host in `alive` has been converged for `timeout` (or when cancelled, or
-/// when no host is alive any more).
+/// Returns once every host in `alive` has been converged for `timeout`, or when cancelled.
+/// While no host is alive it does not return: an empty cluster has not converged.
 pub async fn converged_for(
     store: store::Store,
     mut alive: watch::Receiver<BTreeSet<String>>,
@@ -19,8 +19,14 @@ pub async fn converged_for(
     cancel: CancellationToken,
 ) {
     let mut flags = loop {
-        match store.watch_converged().await {
+        let attempt = tokio::select! {
+            _ = cancel.cancelled() => return,
+            w = store.watch_converged() => w,
+        };
+        match attempt {
             Ok(w) => break w,
+            // The run is ending and the store with it: nothing to report.
+            Err(_) if cancel.is_cancelled() => return,
             Err(e) => {
                 warn!("cannot watch convergence: {e}; retrying");
                 tokio::select! {
@@ -36,7 +42,16 @@ pub async fn converged_for(
     loop {
         let hosts = alive.borrow_and_update().clone();
         if hosts.is_empty() {
-            return;
+            // Nobody is left to converge (every host failed or ended): that is no convergence,
+            // and the run ends with its hosts instead.
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = alive.changed() => if r.is_err() {
+                    cancel.cancelled().await;
+                    return;
+                },
+            }
+            continue;
         }
         let deadline = hosts
             .iter()
@@ -78,6 +93,7 @@ pub async fn converged_for(
                     }
                     current = map;
                 }
+                Err(_) if cancel.is_cancelled() => return,
                 Err(e) => {
                     warn!("convergence watch ended: {e}; watching again");
                     match store.watch_converged().await {

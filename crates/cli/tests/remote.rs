@@ -827,3 +827,39 @@ fn interrupt_during_a_long_command_stops_the_command_too() {
     assert!(!sleeping(), "the command outlived the run");
     bed.assert_clean(h1);
 }
+
+#[test]
+fn a_run_whose_hosts_all_fail_ends_with_them_not_as_converged() {
+    let t = tempfile::tempdir().unwrap();
+    let g = t.path().join("g.yaml");
+    // Nothing listens on port 1 of loopback: the host fails at once.
+    support::write(
+        &g,
+        &support::bed::files_graph("ssh://root@127.0.0.1:1", &[("/tmp/x", "x\n")]),
+    );
+    // The failure and the end of the fleet race with the convergence wait: try a few times.
+    for _ in 0..3 {
+        let mut cmd = support::mgmt();
+        cmd.env("HOME", t.path()).env_remove("SSH_AUTH_SOCK");
+        let mut r = support::Running::start_cmd(
+            cmd,
+            &[
+                "--client-urls",
+                "http://127.0.0.1:0",
+                "--converged-timeout",
+                "1",
+                "--remote",
+                g.to_str().unwrap(),
+            ],
+        );
+        let (st, err) = r.wait();
+        assert_eq!(st.code(), Some(1), "{err}");
+        assert_eq!(exit_reason(&r.seen), "hosts_done", "{err}");
+        assert!(!err.contains("the cluster has converged"), "{err}");
+        // Nor is the store going away with the run worth a warning.
+        assert!(!err.contains("cannot watch convergence"), "{err}");
+        let (step, error) = failure(&r.seen, "127.0.0.1");
+        assert_eq!(step, "connect");
+        assert!(error.contains("Connection refused"), "{error}");
+    }
+}

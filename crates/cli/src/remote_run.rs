@@ -154,7 +154,7 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
     let reason = loop {
         tokio::select! {
             _ = &mut converged_done => break "converged",
-            _ = &mut max_runtime => break "max_runtime",
+            _ = &mut max_runtime => break "maxruntime",
             _ = sigint.recv() => break "interrupted",
             _ = sigterm.recv() => break "interrupted",
             ev = ev_rx.recv() => match ev {
@@ -183,7 +183,7 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
             args.converged_timeout
         ),
         "interrupted" => info!("interrupted: stopping every host (^C again to force)"),
-        "max_runtime" => info!(
+        "maxruntime" => info!(
             "max runtime of {}s reached, stopping every host",
             args.max_runtime
         ),

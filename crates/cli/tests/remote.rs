@@ -747,8 +747,12 @@ fn noop_changes_nothing_and_tmp_prefix_places_the_run_dir() {
     assert_eq!(dirs.lines().count(), 1, "{dirs}");
     assert!(dirs.starts_with("mgmt."), "{dirs}");
     assert!(bed.run_dirs(h1).is_empty(), "nothing in /tmp");
-    let (st, err) = r.interrupt();
+    // SIGTERM (a service manager stopping the initiator) means the same as ^C.
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(r.pid, libc::SIGTERM) }, 0);
+    let (st, err) = r.wait();
     assert_eq!(st.code(), Some(0), "{err}");
+    assert_eq!(exit_reason(&r.seen), "interrupted");
     assert!(!bed.tb.exists(h1, "/tmp/untouched"));
     assert_eq!(bed.sh(h1, "ls -A /root/runs"), "");
     assert!(bed.mgmt_processes(h1).is_empty());
@@ -862,4 +866,24 @@ fn a_run_whose_hosts_all_fail_ends_with_them_not_as_converged() {
         assert_eq!(step, "connect");
         assert!(error.contains("Connection refused"), "{error}");
     }
+}
+
+#[test]
+fn max_runtime_ends_a_remote_run_that_never_converges() {
+    let bed = Bed::up(TestbedConfig::hosts(1));
+    let h1 = bed.h(1);
+    let g = bed.graph(
+        "g.yaml",
+        &format!(
+            "graph: g\nresources:\n  timer:\n  - name: t\n    interval: 1\nremote: {}\n",
+            bed.url(h1)
+        ),
+    );
+    // Whatever phase the host is in when the time is up, the run ends cleanly, with the same
+    // reason a local run gives.
+    let mut r = bed.start(&[&g], &["--max-runtime", "2"]);
+    let (st, err) = r.wait();
+    assert_eq!(st.code(), Some(0), "{err}");
+    assert_eq!(exit_reason(&r.seen), "maxruntime");
+    bed.assert_clean(h1);
 }

@@ -887,3 +887,56 @@ fn max_runtime_ends_a_remote_run_that_never_converges() {
     assert_eq!(exit_reason(&r.seen), "maxruntime");
     bed.assert_clean(h1);
 }
+
+/// Starts a one-host run and stops (SIGSTOP) its child on the host once it has applied its
+/// graph: a child that cannot react to its lifeline any more.
+fn run_with_a_frozen_child(bed: &Bed) -> support::Running {
+    let h1 = bed.h(1);
+    let host = bed.name(h1);
+    let g = bed.graph(
+        "g.yaml",
+        &support::bed::files_graph(&bed.url(h1), &[("/tmp/f", "f\n")]),
+    );
+    let mut r = bed.start(&[&g], &[]);
+    r.wait_event("applied", |v| applied_line(v, &host, "file[f0]"));
+    let pids = bed.mgmt_pids(h1);
+    assert_eq!(pids.len(), 1);
+    // SAFETY: kill(2) on the child found inside the test bed host.
+    assert_eq!(unsafe { libc::kill(pids[0] as i32, libc::SIGSTOP) }, 0);
+    r
+}
+
+#[test]
+fn a_child_that_ignores_its_lifeline_is_killed_by_pid() {
+    let bed = Bed::up(TestbedConfig::hosts(1));
+    let h1 = bed.h(1);
+    let mut r = run_with_a_frozen_child(&bed);
+    // The child cannot see its stdin close: after the grace period it is stopped by its
+    // recorded pid, and its run dir goes. A host that had to be killed fails the run.
+    let (st, err) = r.interrupt();
+    assert_eq!(st.code(), Some(1), "{err}");
+    assert_eq!(
+        summary(&r.seen, &bed.name(h1))["status"],
+        "signal KILL",
+        "{err}"
+    );
+    bed.assert_clean(h1);
+}
+
+#[test]
+fn a_second_interrupt_forces_every_host_down() {
+    let bed = Bed::up(TestbedConfig::hosts(1));
+    let h1 = bed.h(1);
+    let mut r = run_with_a_frozen_child(&bed);
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(r.pid, libc::SIGINT) }, 0);
+    r.wait_event("exit", |v| v["event"] == "exit");
+    let (st, err) = r.interrupt();
+    assert_eq!(st.code(), Some(1), "{err}");
+    assert!(
+        err.contains("second interrupt: forcing every host down now"),
+        "{err}"
+    );
+    assert_eq!(summary(&r.seen, &bed.name(h1))["status"], "signal KILL");
+    bed.assert_clean(h1);
+}

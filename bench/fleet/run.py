@@ -859,7 +859,9 @@ def machine() -> dict:
     return {"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release(),
             "os": platform.freedesktop_os_release().get("PRETTY_NAME", "") if hasattr(platform, "freedesktop_os_release") else "",
             "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-            "openssh": ssh_v}
+            "openssh": ssh_v,
+            # Other work on the machine slows every tool; say how busy it was.
+            "loadavg_start": Path("/proc/loadavg").read_text().split()[:3]}
 
 
 def summarize(H: int, tool: str, phase: str, samples: list[Sample], changed: list[int],
@@ -1005,10 +1007,16 @@ def main() -> int:
                                 for i, s in enumerate(samples)]
                 groups = plan_groups([t for t in tools if t != "floor"], phases)
                 h_deadline = time.monotonic() + budget.share(H)
-                for tool, phase in groups:
+                for gi, (tool, phase) in enumerate(groups):
                     est = budget.estimate(tool, H)
                     left = h_deadline - time.monotonic()
-                    n = a.runs if est is None else min(a.runs, int(left // max(est, 0.001)))
+                    # The warm groups of the strategies share what is left, so every strategy
+                    # gets a warm run before one gets three.
+                    share = 1
+                    if phase == "warm" and tool.startswith("ansible-"):
+                        share = sum(1 for t, p in groups[gi:] if p == "warm" and t.startswith("ansible-"))
+                    n = a.runs if est is None else min(a.runs, max(int(left // max(est, 0.001) // share),
+                                                                    int(left >= est)))
                     if n < 1:
                         # A group never started keeps its row, saying why it has no numbers.
                         log(f"H={H} {tool} {phase}: skipped, the time budget is spent "
@@ -1051,6 +1059,7 @@ def main() -> int:
                 bed_down(bed)
     finally:
         CG.remove()
+    meta["machine"]["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
     report = ("## Wall time, controller CPU, peak RSS, bytes sent\n\n" + table(rows) +
               "\n## Latency (mgmt, live run)\n\n" + latency_table(lat) +
               "\n## Targets\n\n" + "".join(f"- {t}\n" for t in targets(rows, lat)))

@@ -183,7 +183,6 @@ impl StoreLink {
             .with_context(|| format!("cannot create the store user of host {host}"))
     }
 
-
     pub async fn publish(&self, recs: &[ExportedResource]) -> Result<()> {
         self.store
             .publish_exports(&self.host, recs.to_vec())

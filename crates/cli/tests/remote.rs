@@ -943,3 +943,41 @@ fn a_second_interrupt_forces_every_host_down() {
     assert_eq!(summary(&r.seen, &bed.name(h1))["status"], "signal KILL");
     bed.assert_clean(h1);
 }
+
+#[test]
+fn a_forced_stop_leaves_no_command_of_the_child_behind() {
+    let bed = Bed::up(TestbedConfig::hosts(1));
+    let h1 = bed.h(1);
+    let g = bed.graph(
+        "g.yaml",
+        &format!(
+            "graph: g\nresources:\n  exec:\n  - name: long\n    cmd: sleep 7314\n    shell: /bin/sh\nremote: {}\n",
+            bed.url(h1)
+        ),
+    );
+    let mut r = bed.start(&[&g], &[]);
+    let sleeping = || {
+        bed.tb
+            .processes(h1)
+            .iter()
+            .any(|p| p.cmdline.join(" ").contains("sleep 7314"))
+    };
+    assert!(
+        support::bed::wait_until(FLEET_DEADLINE, sleeping),
+        "the command never started"
+    );
+    // A frozen child cannot cancel its command; killing the child (its process group) alone
+    // would leave the command, which runs in a group of its own, running on the host.
+    let pids = bed.mgmt_pids(h1);
+    assert_eq!(pids.len(), 1);
+    // SAFETY: kill(2) on the child found inside the test bed host, then on our own child.
+    unsafe {
+        assert_eq!(libc::kill(pids[0] as i32, libc::SIGSTOP), 0);
+        assert_eq!(libc::kill(r.pid, libc::SIGINT), 0);
+    }
+    r.wait_event("exit", |v| v["event"] == "exit");
+    let (_, err) = r.interrupt();
+    assert!(err.contains("second interrupt"), "{err}");
+    assert!(!sleeping(), "the child's command outlived it");
+    bed.assert_clean(h1);
+}

@@ -997,6 +997,11 @@ async fn warn(shared: &Shared, host: &str, message: String) {
 /// Shell that stops the child: TERM then KILL its process group, but only if the pid still
 /// belongs to the process we started (same start time), since pids get recycled. Without a pid
 /// from the output (cancelled right after exec), the pid file in the run dir is used.
+///
+/// The child's own commands (exec resources) run in process groups of their own, which a child
+/// that had to be killed could not stop: when the child leads its session (sshd makes one per
+/// exec channel), every process left in that session is killed too. While any of them lives,
+/// the kernel cannot hand the session's id to a new process, so this never hits a stranger.
 fn stop_script(pid: Option<&Pid>, run_dir: &str, force: bool) -> String {
     let tries = if force { 0 } else { 30 };
     let load = match pid {
@@ -1010,11 +1015,18 @@ fn stop_script(pid: Option<&Pid>, run_dir: &str, force: bool) -> String {
     format!(
         "{load}; \
          alive() {{ f=$(sed 's/^.*) //' /proc/$p/stat 2>/dev/null) || return 1; set -- $f; \
-         [ \"$1\" != Z ] && [ \"${{20}}\" = \"$st\" ]; }}; \
+         sid=$4; [ \"$1\" != Z ] && [ \"${{20}}\" = \"$st\" ]; }}; \
          if [ -n \"$p\" ] && alive; then \
+           lead=$sid; \
            kill -TERM -$p 2>/dev/null || kill -TERM $p 2>/dev/null; \
            i=0; while [ $i -lt {tries} ] && alive; do sleep 0.1; i=$((i+1)); done; \
            if alive; then kill -KILL -$p 2>/dev/null || kill -KILL $p 2>/dev/null; fi; \
+           if [ \"$lead\" = \"$p\" ]; then \
+             for f in /proc/[0-9]*/stat; do \
+               g=$(sed 's/^.*) //' \"$f\" 2>/dev/null) || continue; set -- $g; \
+               if [ \"$4\" = \"$p\" ]; then q=${{f#/proc/}}; kill -KILL \"${{q%/stat}}\" 2>/dev/null; fi; \
+             done; \
+           fi; \
          fi"
     )
 }

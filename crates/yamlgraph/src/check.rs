@@ -12,6 +12,11 @@ use crate::diag::{Diagnostic, Diagnostics, help_for};
 use crate::yaml::{self, Node, Pos, Scalar};
 use crate::{CollectSpec, EdgeSpec, GraphSpec, ResourceSpec, Span};
 
+/// How to write an edge's `from`/`to`.
+fn end_help(end: &str) -> String {
+    format!("write `{end}: {{kind: KIND, name: NAME}}`")
+}
+
 const TOP_KEYS: &[&str] = &[
     "graph",
     "comment",
@@ -23,7 +28,7 @@ const TOP_KEYS: &[&str] = &[
 ];
 const EDGE_KEYS: &[&str] = &["name", "from", "to", "notify"];
 const VERTEX_KEYS: &[&str] = &["kind", "name"];
-const COLLECT_KEYS: &[&str] = &["kind", "pattern"];
+const COLLECT_KEYS: &[&str] = &["kind", "pattern", "notify"];
 const META_KEYS: &[&str] = &[
     "retry",
     "delay",
@@ -283,8 +288,11 @@ impl Cx<'_> {
         }
         let resources = top.resources.map(|v| self.resources(v)).unwrap_or_default();
         let edges = top.edges.map(|v| self.edges(v)).unwrap_or_default();
-        self.cycles(&edges);
-        let collect = top.collect.map(|v| self.collect(v)).unwrap_or_default();
+        let acyclic = self.cycles(&edges);
+        let collect = top
+            .collect
+            .map(|v| self.collect(v, &resources, &edges, acyclic))
+            .unwrap_or_default();
         Some(GraphSpec {
             graph,
             comment,
@@ -597,11 +605,11 @@ impl Cx<'_> {
                 "name" => name = self.string("name", v).unwrap_or_default(),
                 "from" => {
                     from_seen = true;
-                    from = self.vertex("from", v);
+                    from = self.vertex("from", v, &end_help("from"));
                 }
                 "to" => {
                     to_seen = true;
-                    to = self.vertex("to", v);
+                    to = self.vertex("to", v, &end_help("to"));
                 }
                 "notify" => match yaml::scalar(v) {
                     Ok(Some(Scalar::Bool(b))) => notify = b,
@@ -639,7 +647,7 @@ impl Cx<'_> {
                 self.error(
                     Pos::of(item),
                     format!("{label} has no `{end}`"),
-                    Some(format!("write `{end}: {{kind: KIND, name: NAME}}`")),
+                    Some(end_help(end)),
                 );
                 ok = false;
             }
@@ -658,9 +666,10 @@ impl Cx<'_> {
         }
     }
 
-    /// `from:` / `to:` written as `{kind: K, name: N}`. Kinds are matched case-insensitively,
-    /// as mgmt did. The position returned is that of the name, for later errors.
-    fn vertex(&mut self, end: &str, v: &Node) -> Option<(ResId, Pos)> {
+    /// `from:` / `to:` (and the items of a collect rule's `notify:`) written as
+    /// `{kind: K, name: N}`. Kinds are matched case-insensitively, as mgmt did. The position
+    /// returned is that of the name, for later errors. `help` shows how to write it.
+    fn vertex(&mut self, end: &str, v: &Node, help: &str) -> Option<(ResId, Pos)> {
         let Some(entries) = yaml::mapping(v) else {
             self.error(
                 Pos::of(v),
@@ -668,7 +677,7 @@ impl Cx<'_> {
                     "`{end}` must be a mapping with `kind` and `name`, found {}",
                     yaml::describe(v)
                 ),
-                Some(format!("write `{end}: {{kind: KIND, name: NAME}}`")),
+                Some(help.to_string()),
             );
             return None;
         };
@@ -706,7 +715,7 @@ impl Cx<'_> {
                 self.error(
                     Pos::of(v),
                     format!("`{end}` has no `{missing}`"),
-                    Some(format!("write `{end}: {{kind: KIND, name: NAME}}`")),
+                    Some(help.to_string()),
                 );
                 None
             }
@@ -750,17 +759,19 @@ impl Cx<'_> {
     }
 
     /// Reports the first cycle among the edges, naming its vertices in order, at the edge that
-    /// leaves the cycle's first vertex.
-    fn cycles(&mut self, edges: &[EdgeSpec]) {
+    /// leaves the cycle's first vertex. False when there is one.
+    fn cycles(&mut self, edges: &[EdgeSpec]) -> bool {
         let mut dag = graph::Dag::new();
         for e in edges {
             dag.add_vertex(e.from.clone());
             dag.add_vertex(e.to.clone());
             if dag.add_edge(&e.from, &e.to).is_err() {
-                return; // unreachable: both vertices were just added
+                return true; // unreachable: both vertices were just added
             }
         }
-        let Err(cycle) = dag.topo_order() else { return };
+        let Err(cycle) = dag.topo_order() else {
+            return true;
+        };
         let first = &cycle.vertices[0];
         let second = &cycle.vertices[1 % cycle.vertices.len()];
         let at = edges
@@ -777,9 +788,112 @@ impl Cx<'_> {
             format!("the edges form a {cycle}"),
             Some("a graph must be acyclic: remove or reverse one of these edges".to_string()),
         );
+        false
     }
 
-    fn collect(&mut self, v: &Node) -> Vec<CollectSpec> {
+    /// Reports a cycle closed by a collect rule's `notify`: a target that leads back, through
+    /// the edges and the automatic edges, to something the collected resources depend on (for
+    /// files: the directory they land in, or one above it). Collected resources themselves are
+    /// not known yet, so a stand-in built from the pattern takes their place (default meta, so
+    /// automatic edges on, as exports usually have them); a kind that cannot be built from a
+    /// name alone has no automatic edges to check here, and the engine still rejects a cyclic
+    /// graph when it is swapped in.
+    fn notify_cycle(
+        &mut self,
+        rule: &CollectSpec,
+        targets: &[(ResId, Pos)],
+        resources: &[ResourceSpec],
+        edges: &[EdgeSpec],
+    ) {
+        if rule.pattern.is_empty() {
+            return; // collected resources keep their exporter's name: nothing to stand in
+        }
+        let Some(info) = self.registry.get(&rule.kind) else {
+            return;
+        };
+        // For files the pattern is the directory collected files land in (see the cli's
+        // collect module); for other kinds a prefix of the name.
+        let name = if rule.kind == "file" {
+            std::path::Path::new(&rule.pattern)
+                .join("collected")
+                .to_string_lossy()
+                .into_owned()
+        } else {
+            format!("{}collected", rule.pattern)
+        };
+        let Ok(stand_in) = (info.build)(&name, Value::Object(Map::new()), Meta::default()) else {
+            return;
+        };
+        let stand_in_id = ResId::new(&rule.kind, "<collected>");
+        let mut vertices: Vec<(ResId, &dyn resource::Resource)> = resources
+            .iter()
+            .filter(|r| !r.exported)
+            .map(|r| (r.resource.id(), &*r.resource))
+            .collect();
+        vertices.push((stand_in_id.clone(), &*stand_in));
+        let mut dag = graph::Dag::new();
+        for (id, _) in &vertices {
+            dag.add_vertex(id.clone());
+        }
+        let mut all_edges: Vec<(ResId, ResId)> = edges
+            .iter()
+            .map(|e| (e.from.clone(), e.to.clone()))
+            .collect();
+        // Automatic edges, as the engine adds them: whoever manages a uid a vertex asks for
+        // becomes its parent.
+        let mut providers: BTreeMap<resource::Uid, Vec<&ResId>> = BTreeMap::new();
+        for (id, r) in &vertices {
+            for uid in r.uids() {
+                providers.entry(uid).or_default().push(id);
+            }
+        }
+        for (id, r) in &vertices {
+            if !r.meta().autoedge {
+                continue;
+            }
+            for want in r.auto_edges() {
+                for &parent in providers.get(&want).into_iter().flatten() {
+                    if parent != id {
+                        all_edges.push((parent.clone(), id.clone()));
+                    }
+                }
+            }
+        }
+        all_edges.extend(
+            targets
+                .iter()
+                .map(|(t, _)| (stand_in_id.clone(), t.clone())),
+        );
+        for (from, to) in &all_edges {
+            if dag.add_edge(from, to).is_err() {
+                return; // an edge to a resource that failed to build, already reported
+            }
+        }
+        let Err(cycle) = dag.topo_order() else { return };
+        let at = targets
+            .iter()
+            .find(|(t, _)| cycle.vertices.contains(t))
+            .map(|(_, pos)| *pos)
+            .unwrap_or(targets[0].1);
+        self.error(
+            at,
+            format!("`notify` of a collect rule closes a {cycle}"),
+            Some(
+                "collected resources depend on whatever manages where they land (automatic edges): notify a resource that does not lead back to them"
+                    .to_string(),
+            ),
+        );
+    }
+
+    /// `collect:`. `check_cycles` is false when the edges alone already form a cycle (reported
+    /// once, by `cycles`).
+    fn collect(
+        &mut self,
+        v: &Node,
+        resources: &[ResourceSpec],
+        edges: &[EdgeSpec],
+        check_cycles: bool,
+    ) -> Vec<CollectSpec> {
         let mut out = Vec::new();
         for item in self.list("collect", v) {
             let Some(entries) = yaml::mapping(item) else {
@@ -794,6 +908,7 @@ impl Cx<'_> {
                 continue;
             };
             let (mut kind, mut pattern) = (None, None);
+            let mut notify = Vec::new();
             let mut ok = true;
             for (k, val) in entries {
                 let Some(key) = self.key(k) else {
@@ -813,6 +928,10 @@ impl Cx<'_> {
                         }
                     }
                     "pattern" => pattern = Some(self.string("pattern", val).unwrap_or_default()),
+                    "notify" => match self.notify_targets(val) {
+                        Some(targets) => notify = targets,
+                        None => ok = false,
+                    },
                     other => {
                         self.error(
                             Pos::of(k),
@@ -825,16 +944,60 @@ impl Cx<'_> {
             }
             let help = Some("write `- kind: file` and `pattern: /tmp/`".to_string());
             match (kind, pattern) {
-                (Some(kind), Some(pattern)) if ok => out.push(CollectSpec {
-                    kind,
-                    pattern,
-                    span: Pos::of(item).into(),
-                }),
+                (Some(kind), Some(pattern)) if ok => {
+                    let rule = CollectSpec {
+                        kind,
+                        pattern,
+                        notify: notify.iter().map(|(id, _)| id.clone()).collect(),
+                        span: Pos::of(item).into(),
+                    };
+                    if check_cycles && !notify.is_empty() {
+                        self.notify_cycle(&rule, &notify, resources, edges);
+                    }
+                    out.push(rule);
+                }
                 (None, _) => self.error(Pos::of(item), "collect rule has no `kind`", help),
                 (_, None) => self.error(Pos::of(item), "collect rule has no `pattern`", help),
                 _ => {}
             }
         }
         out
+    }
+
+    /// A collect rule's `notify:`: a list of local resources, `[{kind: K, name: N}, ...]`, each
+    /// of which gets a notify edge from every resource the rule collects. `None` when any entry
+    /// is wrong (each is reported); duplicates are dropped.
+    fn notify_targets(&mut self, v: &Node) -> Option<Vec<(ResId, Pos)>> {
+        let help = "write `notify: [{kind: KIND, name: NAME}]`";
+        if yaml::is_null(v) {
+            return Some(Vec::new());
+        }
+        let Some(items) = yaml::sequence(v) else {
+            self.error(
+                Pos::of(v),
+                format!(
+                    "`notify` of a collect rule must be a list of resources, found {}",
+                    yaml::describe(v)
+                ),
+                Some(help.to_string()),
+            );
+            return None;
+        };
+        let mut out: Vec<(ResId, Pos)> = Vec::new();
+        let mut ok = true;
+        for item in items {
+            let target = self.vertex("notify", item, help).and_then(|(id, pos)| {
+                Some((self.endpoint("`notify` of a collect rule", id, pos)?, pos))
+            });
+            match target {
+                Some((id, pos)) => {
+                    if !out.iter().any(|(seen, _)| *seen == id) {
+                        out.push((id, pos));
+                    }
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
     }
 }

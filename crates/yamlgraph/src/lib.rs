@@ -65,6 +65,10 @@ pub struct EdgeSpec {
 pub struct CollectSpec {
     pub kind: String,
     pub pattern: String,
+    /// `notify: [{kind, name}]`: local (non-exported) resources that every resource collected
+    /// by this rule gets a notify edge to, so they refresh whenever one of them changes.
+    /// Checked to exist in the graph; adding the edges is the caller's business.
+    pub notify: Vec<ResId>,
     pub span: Span,
 }
 

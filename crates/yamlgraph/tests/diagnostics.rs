@@ -516,6 +516,82 @@ collect:
 }
 
 #[test]
+fn collect_notify_targets_must_be_local_resources() {
+    let text = "\
+graph: g
+resources:
+  exec:
+  - name: concat
+    cmd: 'true'
+  - name: \"@@shared\"
+    cmd: 'true'
+collect:
+- kind: file
+  pattern: /tmp/lines/
+  notify:
+  - {kind: exec, name: conact}
+  - {kind: exec, name: shared}
+  - {kind: exec, name: \"@@shared\"}
+  - {kind: exec}
+  - {kind: exec, name: concat, notify: true}
+- kind: file
+  pattern: /tmp/other/
+  notify: {kind: exec, name: concat}
+";
+    expect![[r#"
+        error: `notify` of a collect rule: no resource `exec[conact]` in this graph
+          --> graph.yaml:12:24
+           |
+        12 |   - {kind: exec, name: conact}
+           |                        ^^^^^^
+           |
+           = help: did you mean `exec[concat]`?
+
+        error: `notify` of a collect rule: exported resource `exec[shared]` cannot be an edge endpoint
+          --> graph.yaml:13:24
+           |
+        13 |   - {kind: exec, name: shared}
+           |                        ^^^^^^
+           |
+           = help: exported (`@@`) resources are applied by the hosts that collect them, not in this graph
+
+        error: `notify` of a collect rule: exported resource `exec[shared]` cannot be an edge endpoint
+          --> graph.yaml:14:24
+           |
+        14 |   - {kind: exec, name: "@@shared"}
+           |                        ^^^^^^^^^^
+           |
+           = help: exported (`@@`) resources are applied by the hosts that collect them, not in this graph
+
+        error: `notify` has no `name`
+          --> graph.yaml:15:5
+           |
+        15 |   - {kind: exec}
+           |     ^
+           |
+           = help: write `notify: [{kind: KIND, name: NAME}]`
+
+        error: unknown field `notify` in `notify`
+          --> graph.yaml:16:32
+           |
+        16 |   - {kind: exec, name: concat, notify: true}
+           |                                ^^^^^^
+           |
+           = help: valid fields: `kind`, `name`
+
+        error: `notify` of a collect rule must be a list of resources, found a mapping
+          --> graph.yaml:19:11
+           |
+        19 |   notify: {kind: exec, name: concat}
+           |           ^
+           |
+           = help: write `notify: [{kind: KIND, name: NAME}]`
+
+        error: could not load `graph.yaml` due to 6 previous errors
+    "#]].assert_eq(&errors(text));
+}
+
+#[test]
 fn many_errors_in_one_file_are_reported_together() {
     let text = "\
 ---

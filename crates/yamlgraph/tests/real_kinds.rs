@@ -274,3 +274,81 @@ resources:
         error: could not load `g.yaml` due to 3 previous errors
     "#]].assert_eq(&err.to_string());
 }
+
+#[test]
+fn collect_notify_names_local_resources() {
+    let spec = ok(r#"
+graph: g
+resources:
+  file:
+  - name: lines-dir
+    path: /tmp/lines/
+  exec:
+  - name: concat
+    cmd: cat /tmp/lines/* > /tmp/all
+    shell: /bin/sh
+  msg:
+  - name: tell
+edges:
+- name: dir-concat
+  from: {kind: file, name: lines-dir}
+  to: {kind: exec, name: concat}
+collect:
+- kind: file
+  pattern: /tmp/lines/
+  notify:
+  - {kind: exec, name: concat}
+  - {kind: msg, name: tell}
+  - {kind: EXEC, name: concat}
+- kind: msg
+  pattern: ""
+"#);
+    assert_eq!(
+        spec.collect[0].notify,
+        vec![ResId::new("exec", "concat"), ResId::new("msg", "tell")],
+        "kinds are matched case-insensitively and a repeated target counts once"
+    );
+    assert!(spec.collect[1].notify.is_empty());
+}
+
+#[test]
+fn collect_notify_that_leads_back_to_the_collect_directory_is_a_cycle() {
+    // Collected files depend on the file resource managing their directory (automatic edge);
+    // notifying it, or anything that leads to it, closes a cycle the engine would reject on
+    // every swap.
+    let text = "\
+graph: g
+resources:
+  file:
+  - name: lines-dir
+    path: /tmp/lines/
+  - name: top
+    path: /tmp/
+  exec:
+  - name: concat
+    cmd: 'true'
+  - name: before
+    cmd: 'true'
+edges:
+- name: before-top
+  from: {kind: exec, name: before}
+  to: {kind: file, name: top}
+collect:
+- kind: file
+  pattern: /tmp/lines/
+  notify:
+  - {kind: exec, name: concat}
+  - {kind: exec, name: before}
+";
+    let err = yamlgraph::parse("graph.yaml", text, &resources::registry())
+        .expect_err("the notify edge closes a cycle");
+    expect_test::expect![[r#"
+        error: `notify` of a collect rule closes a cycle: exec[before] -> file[top] -> file[lines-dir] -> file[<collected>] -> exec[before]
+          --> graph.yaml:22:24
+           |
+        22 |   - {kind: exec, name: before}
+           |                        ^^^^^^
+           |
+           = help: collected resources depend on whatever manages where they land (automatic edges): notify a resource that does not lead back to them
+    "#]].assert_eq(&err.to_string());
+}

@@ -112,15 +112,17 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
     ));
 
     let (alive_tx, alive_rx) = watch::channel(hosts.iter().cloned().collect::<BTreeSet<String>>());
-    let converged = match u64::try_from(args.converged_timeout) {
-        Ok(secs) => Some(tokio::spawn(crate::cluster::converged_for(
+    // Each child publishes `true` only after the converged timeout of quiet on its own (it
+    // gets `--converged-timeout=T`), so every alive host's flag being true at once already
+    // means the whole cluster has been converged for T: no second wait here.
+    let converged = (args.converged_timeout >= 0).then(|| {
+        tokio::spawn(crate::cluster::converged_for(
             link.store.clone(),
             alive_rx,
-            Duration::from_secs(secs),
+            Duration::ZERO,
             cancel.child_token(),
-        ))),
-        Err(_) => None,
-    };
+        ))
+    });
     let converged_done = async {
         match converged {
             Some(task) => {

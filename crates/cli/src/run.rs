@@ -78,9 +78,15 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
         failed: BTreeSet::new(),
         applied: 0,
     };
+    // A remote child's flag is what its initiator decides the cluster's convergence on: it
+    // says `true` only after the run's converged timeout of quiet (see the publisher).
+    let hold = match (args.depth, u64::try_from(args.converged_timeout)) {
+        (1.., Ok(secs)) => Duration::from_secs(secs),
+        _ => Duration::ZERO,
+    };
     let publisher = store
         .as_ref()
-        .map(|s| s.spawn_converged_publisher(&converger, cancel.child_token()));
+        .map(|s| s.spawn_converged_publisher(&converger, hold, cancel.child_token()));
 
     let (file_tx, mut file_rx) = mpsc::channel(1);
     let _file_watch = if args.no_watch {

@@ -231,27 +231,51 @@ impl StoreLink {
         Ok(rx)
     }
 
-    /// Mirror this process's converged state into `/_mgmt/converged/<host>`.
+    /// Mirror this process's convergence into `/_mgmt/converged/<host>`: `false` as soon as
+    /// anything is busy, `true` once everything has been idle for `hold` without a break.
+    ///
+    /// A busy moment can be over before this task looks (a timer tick is applied in
+    /// microseconds), so the flag would never leave `true`; and a `false` followed at once by
+    /// a `true` can reach a watcher as one unchanged snapshot. So a new idle period (a new
+    /// `since`) counts as a break even when the busy state was never seen, and `true` is only
+    /// published after `hold` of quiet: a remote child passes the run's converged timeout, so
+    /// its initiator never sees a host that keeps waking up as converged.
     pub fn spawn_converged_publisher(
         &self,
         converger: &Converger,
+        hold: Duration,
         cancel: CancellationToken,
     ) -> JoinHandle<()> {
         let store = self.store.clone();
         let host = self.host.clone();
         let mut rx = converger.subscribe();
         tokio::spawn(async move {
-            let mut last = None;
+            let mut published: Option<bool> = None;
+            // The idle period the published `true` belongs to.
+            let mut published_since = None;
             loop {
-                let now = rx.borrow_and_update().converged;
-                if last != Some(now) {
-                    if let Err(e) = store.set_converged(&host, now).await {
+                let state = *rx.borrow_and_update();
+                let idle_since = state.since.filter(|_| state.converged);
+                let now = tokio::time::Instant::now();
+                let quiet = idle_since.is_some_and(|s| s + hold <= now);
+                let same_period = published != Some(true) || published_since == idle_since;
+                let want = quiet && same_period;
+                if published != Some(want) {
+                    if let Err(e) = store.set_converged(&host, want).await {
                         warn!("cannot publish converged state: {e}");
                     }
-                    last = Some(now);
+                    published = Some(want);
+                    published_since = if want { idle_since } else { None };
+                    // Look again at once: after a break the hold may already be over.
+                    continue;
                 }
+                let wake = idle_since.map(|s| s + hold).filter(|d| *d > now);
                 tokio::select! {
                     r = rx.changed() => if r.is_err() { break },
+                    _ = async { match wake {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    } } => {}
                     _ = cancel.cancelled() => break,
                 }
             }

@@ -301,3 +301,26 @@ fn the_local_examples_converge() {
         assert!(st.success(), "{ex}: {err}");
     }
 }
+
+#[test]
+fn reading_the_graph_file_is_not_an_edit() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let g = d.join("g.yaml");
+    write(&g, &file_graph(d, &[("f", "one\n")]));
+    let mut r = Running::start(&["--no-server", "--yaml", g.to_str().unwrap()]);
+    r.wait_applied("file[f]", "changed");
+    r.mark();
+    let from = r.seen.len();
+    // Someone reads the file (and so does every reload); then a real edit follows.
+    fs::read_to_string(&g).unwrap();
+    write(&g, &file_graph(d, &[("f", "one\n"), ("g", "two\n")]));
+    r.wait_applied("file[g]", "changed");
+    let swaps: Vec<_> = r.seen[from..]
+        .iter()
+        .filter(|v| v["event"] == "swapped")
+        .collect();
+    assert_eq!(swaps.len(), 1, "only the edit swaps: {swaps:#?}");
+    let (st, err) = r.interrupt();
+    assert!(st.success(), "{err}");
+}

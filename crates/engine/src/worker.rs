@@ -217,6 +217,11 @@ impl Vertex {
             None => return false,
         };
         let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if result.is_err() && self.cancel.is_cancelled() {
+            // The resource saw the shutdown (or its removal) first and gave up (an exec whose
+            // process group was killed): that is the cancellation, not a failure to report.
+            return false;
+        }
         match result {
             Ok(outcome) => {
                 tracing::debug!(?outcome, refresh, ms, "check_apply done");

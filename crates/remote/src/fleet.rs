@@ -723,8 +723,10 @@ async fn setup(
     .await?;
     p.bytes_sent += cred.len() as u64;
     let port = cancellable(cancel, Step::Tunnel, s.reverse_tunnel()).await?;
+    let stamp = cfg.caching.then(|| upload::stamp_path(&probe.bin_dir));
     let cmd = child_command(
         &format!("{}/mgmt", probe.bin_dir),
+        stamp.as_deref(),
         &cfg.binary_hash,
         &probe.run_dir,
         &name,
@@ -752,9 +754,14 @@ async fn setup(
 }
 
 /// The remote command line. The wrapper prints the pid (and its start time, so a recycled pid
-/// is never killed) before anything else, and refuses a binary whose hash is wrong.
+/// is never killed) before anything else, and refuses a binary whose hash is wrong: this is the
+/// check every start goes through. With `stamp` (the cache's, see `upload::stamp_path`) it then
+/// records which file it verified, taken before hashing so a change during the hash shows, and
+/// written only when it differs (a temp file and a rename; failures are ignored: the stamp only
+/// saves the next probe a hash); a binary that fails the check loses its stamp.
 fn child_command(
     bin: &str,
+    stamp: Option<&str>,
     hash: &str,
     run_dir: &str,
     name: &str,
@@ -787,11 +794,27 @@ fn child_command(
     }
     let bin_q = quote(bin);
     let pid_file = quote(&format!("{run_dir}/mgmt.pid"));
+    let (stat, forget, record) = match stamp {
+        Some(stamp) => {
+            let stamp = quote(stamp);
+            let stat_id = upload::STAT_ID;
+            (
+                format!("v=$({stat_id} {bin_q} 2>/dev/null) || v=; "),
+                // A wrong binary must not keep a stamp: the next probe hashes it and replaces it.
+                format!("rm -f {stamp}; "),
+                format!(
+                    "if [ -n \"$v\" ]; then w=; if [ -f {stamp} ]; then read -r w < {stamp} || w=; fi; \
+                     [ \"$v\" = \"$w\" ] || {{ printf '%s\\n' \"$v\" > {stamp}.$$ && mv -f {stamp}.$$ {stamp}; }} 2>/dev/null; fi; "
+                ),
+            )
+        }
+        None => (String::new(), String::new(), String::new()),
+    };
     format!(
         "st=$(sed 's/^.*) //' /proc/$$/stat | cut -d' ' -f20); echo \"$$ $st\" > {pid_file}; \
-         echo \"mgmt-pid: $$ $st\"; \
+         echo \"mgmt-pid: $$ $st\"; {stat}\
          if ! printf '%s  %s\\n' {hash} {bin_q} | sha256sum -c --status; then \
-         echo \"mgmt-remote: \"{bin_q}\" does not match sha256 {hash}\" >&2; exit 126; fi; \
+         echo \"mgmt-remote: \"{bin_q}\" does not match sha256 {hash}\" >&2; {forget}exit 126; fi; {record}\
          exec {bin_q} {}",
         args.join(" ")
     )
@@ -1104,6 +1127,7 @@ mod tests {
     fn command_line() {
         let c = child_command(
             "/c/mgmt",
+            Some("/c.verified"),
             "ab",
             "/tmp/mgmt.X",
             "g.yaml",

@@ -18,6 +18,19 @@ pub(crate) fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// Identifies one version of a file without reading it: device, inode, size, mtime and ctime
+/// (with nanoseconds where `stat` shows them). Any write or replacement changes it, and ctime
+/// cannot be set back by an unprivileged user. Empty output (no GNU/busybox `stat`) never
+/// matches: the hash is computed then.
+pub(crate) const STAT_ID: &str = "stat -L -c '%d:%i:%s:%y:%z'";
+
+/// Where the cached binary's stamp lives: the `STAT_ID` of the file as it was when its hash was
+/// last found right (written by the child's wrapper, which hashes it before every start). It
+/// only lets the probe skip a second hash of the same file; it never lets a binary run unchecked.
+pub(crate) fn stamp_path(bin_dir: &str) -> String {
+    format!("{}.verified", bin_dir.trim_end_matches('/'))
+}
+
 /// What the probe found.
 #[derive(Debug, Clone)]
 pub(crate) struct Probe {
@@ -27,7 +40,11 @@ pub(crate) struct Probe {
     pub run_dir: String,
 }
 
-/// One exec: resolve the cache dir, check the cached binary's hash, create the run dir 0700.
+/// One exec: resolve the cache dir, check the cached binary, create the run dir 0700. The check
+/// is the hash, unless the binary is exactly the file the wrapper last verified (its stamp
+/// matches): the wrapper hashes it again before it runs anyway, so hashing 13 MB twice per run
+/// bought nothing. A binary changed since (tampered, corrupted, replaced) has another stamp and is
+/// hashed here, and replaced when wrong, as before.
 pub(crate) async fn probe(
     s: &Session,
     hash: &str,
@@ -41,7 +58,10 @@ pub(crate) async fn probe(
     let cache = if caching {
         format!(
             "c=\"$HOME/.cache/mgmt/bin/{hash}\"; mkdir -p \"$c\"; \
-             if [ -f \"$c/mgmt\" ] && echo \"{hash}  $c/mgmt\" | sha256sum -c --status 2>/dev/null; \
+             v=$({STAT_ID} \"$c/mgmt\" 2>/dev/null) || v=; w=; \
+             if [ -f \"$c.verified\" ]; then read -r w < \"$c.verified\" || w=; fi; \
+             if [ -f \"$c/mgmt\" ] && {{ {{ [ -n \"$v\" ] && [ \"$v\" = \"$w\" ]; }} \
+             || echo \"{hash}  $c/mgmt\" | sha256sum -c --status 2>/dev/null; }}; \
              then s=hit; else s=miss; fi"
         )
     } else {

@@ -6,7 +6,7 @@ the mgmt binary) measured in the same run. A benchmark that prints tables; never
     python3 bench/fleet/run.py --hosts 1,10,30 --runs 3
 
 Needs root (the test bed). Installs what it needs: a venv in bench/fleet/.venv with the latest
-ansible-core and pyinfra from PyPI, inotify-tools (the mgmt graph's watch), the static mgmt
+ansible-core and pyinfra from PyPI, the static mgmt
 binary (scripts/build-static) and the test-bed binary. Results go to bench/fleet/results/
 (CSV, JSON, the table as text). It must never touch anything but its own test beds, its own
 work dir and the processes it starts.
@@ -39,7 +39,7 @@ VENV = HERE / ".venv"
 WORK = HERE / "work"
 TREE = "/tmp/fleet"  # the desired state, hashed per host; identical for every tool
 XDIR = "/tmp/fleet-x"  # mgmt only: the probe file the latency measurement edits
-LOCK = "/tmp/.fleet-lines.lock"  # mgmt only: serialises the collected execs' rewrites
+LINES = f"{XDIR}/lines"  # mgmt only: where each host collects every host's line file
 NFILES = 20
 FILE_SIZE = 1024
 DRIFT_FILES = (3, 17)  # 10% of the 20 files
@@ -93,14 +93,6 @@ def ensure_venv(upgrade: bool) -> dict:
                 capture_output=True, text=True).stdout.strip()
     return {"ansible-core": versions.get("ansible-core"), "pyinfra": versions.get("pyinfra"),
             "paramiko": versions.get("paramiko"), "venv-python": pyver}
-
-
-def ensure_system() -> None:
-    if not shutil.which("inotifywait"):
-        log("installing inotify-tools (the mgmt graph's directory watch)")
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        run(["apt-get", "update", "-qq"], env=env)
-        run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "inotify-tools"], env=env)
 
 
 def ensure_binaries(mgmt: str | None) -> Path:
@@ -314,23 +306,28 @@ def mgmt_graph(h: Host, line: str, probe: str = "0") -> str:
     # Not part of the desired state: the latency measurement edits it.
     r.append(f"  - name: xdir\n    path: {XDIR}/\n    mode: \"0755\"\n")
     r.append(f"  - name: probe\n    path: {XDIR}/probe\n    mode: \"0644\"\n    content: {yq(probe + chr(10))}\n")
+    # The exchange: every host exports its line as a small file; every host collects all of
+    # them into LINES/ (in-process file checks, no process), and each collected file notifies
+    # one exec that concatenates the directory into TREE/lines. The glob lists the files in
+    # byte order (dash sorts with strcmp), which is the order of the lines. The guard keeps a
+    # warm run at one `cat | cmp`; the rewrite is atomic (temp file, rename; `umask` makes it
+    # 0644 without a chmod process). Applying the
+    # collected files and the exec is part of the collecting host's run, so a host is not
+    # converged before its file is complete.
+    r.append(f"  - name: linesdir\n    path: {LINES}/\n    mode: \"0755\"\n")
+    r.append(f"  - name: \"@@line-{h.name}\"\n    path: /fleet-line/{h.name}\n    mode: \"0644\"\n"
+             f"    content: {yq(line + chr(10))}\n")
     r.append("  exec:\n")
     r.append(f"  - name: marker\n    cmd: echo ready > {TREE}/marker\n    shell: /bin/sh\n"
              f"    creates: {TREE}/marker\n")
-    # The exchange: every host exports one exec that puts its line into TREE/lines (replacing
-    # an older line of the same host, sorted, atomically, under a lock since the collected
-    # execs of all hosts run in parallel); every host collects all of them. The guard makes it
-    # a no-op when the line is there. Applying it is part of the collecting host's run, so
-    # the host is not converged before its file is complete.
-    cmd = (f"mkdir -p {TREE} && flock {LOCK} sh -c \"{{ grep -v '^{h.name} ' {TREE}/lines 2>/dev/null; "
-           f"echo '{line}'; }} | sort > {TREE}/.lines.{h.name} && chmod 0644 {TREE}/.lines.{h.name} && "
-           f"mv {TREE}/.lines.{h.name} {TREE}/lines\"")
-    r.append(f"  - name: \"@@line-{h.name}\"\n    cmd: {yq(cmd)}\n    shell: /bin/sh\n    env: {{LC_ALL: C}}\n"
-             f"    ifcmd: {yq(f'! grep -qxF {chr(39)}{line}{chr(39)} {TREE}/lines 2>/dev/null')}\n"
-             f"    ifshell: /bin/sh\n")
+    tmp = f"{TREE}/.lines.tmp"
+    r.append(f"  - name: lines\n    cmd: {yq(f'umask 022; cat {LINES}/* > {tmp} && mv {tmp} {TREE}/lines')}\n"
+             f"    shell: /bin/sh\n"
+             f"    ifcmd: {yq(f'! cat {LINES}/* | cmp -s - {TREE}/lines')}\n    ifshell: /bin/sh\n")
     r.append("edges:\n")
     r.append("- name: tree-marker\n  from: {kind: file, name: tree}\n  to: {kind: exec, name: marker}\n")
-    r.append("collect:\n- kind: exec\n  pattern: line-\n")
+    r.append("- name: tree-lines\n  from: {kind: file, name: tree}\n  to: {kind: exec, name: lines}\n")
+    r.append(f"collect:\n- kind: file\n  pattern: {LINES}/\n  notify:\n  - {{kind: exec, name: lines}}\n")
     return "".join(r)
 
 
@@ -566,9 +563,10 @@ def measure(bed: Bed, cmd: list[str], cwd: Path, env: dict, timeout: float = 900
 
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-# The desired state's resources but the directory (which a collected exec may create first)
-# and the exchange (one collected exec per host).
-CORE = {f"file[f{i:02d}]" for i in range(1, NFILES + 1)} | {"file[hostname]", "exec[marker]"}
+# The desired state's resources but the exchange (H collected line files and the exec that
+# concatenates them, which may run more than once while the other hosts' lines arrive).
+CORE = ({f"file[f{i:02d}]" for i in range(1, NFILES + 1)}
+        | {"file[tree]", "file[hostname]", "exec[marker]"})
 
 
 def run_mgmt(bed: Bed, work: Path, mgmt: Path, timeout_flag: str = "0") -> tuple[Sample, dict]:
@@ -595,17 +593,17 @@ def mgmt_counts(out: str) -> dict:
         host = ev.get("host")
         if not host:
             continue
-        c = per.setdefault(host, {"changed": 0, "core": [], "lines": 0, "tree": 0, "failed": 0, "ok": False})
+        c = per.setdefault(host, {"changed": 0, "core": [], "lines": 0, "concat": 0, "failed": 0, "ok": False})
         if ev["event"] == "host_output":
             m = re.search(r"(\w+\[[^\]]+\]): applied", ANSI.sub("", ev["line"]))
             if m:
                 c["changed"] += 1
                 if m.group(1) in CORE:
                     c["core"].append(m.group(1))
-                elif m.group(1).startswith("exec[line-"):
+                elif m.group(1).startswith("file[line-"):
                     c["lines"] += 1
-                elif m.group(1) == "file[tree]":
-                    c["tree"] += 1
+                elif m.group(1) == "exec[lines]":
+                    c["concat"] += 1
         elif ev["event"] == "host_failed":
             c["failed"] += 1
         elif ev["event"] == "host_summary":
@@ -696,9 +694,7 @@ def reset(bed: Bed, work: Path, phase: str) -> None:
         if phase == "cold":
             for p in ("/root/.cache/mgmt", "/root/.ansible"):
                 shutil.rmtree(h.path(p), ignore_errors=True)
-        if phase == "cold":
-            Path(h.path(LOCK)).unlink(missing_ok=True)
-        elif MGMT_BIN is not None:
+        if phase != "cold" and MGMT_BIN is not None:
             # Every phase but cold starts with mgmt's binary cached, whatever ran before.
             cached = h.path(f"/root/.cache/mgmt/bin/{MGMT_BIN[1]}/mgmt")
             if not cached.exists():
@@ -711,6 +707,12 @@ def reset(bed: Bed, work: Path, phase: str) -> None:
             os.chmod(h.path(XDIR), 0o755)
             (h.path(XDIR) / "probe").write_text("0\n")
             os.chmod(h.path(XDIR) / "probe", 0o644)
+            lines = h.path(LINES)
+            lines.mkdir()
+            os.chmod(lines, 0o755)
+            for o in bed.hosts:
+                (lines / o.name).write_text(line_of(o) + "\n")
+                os.chmod(lines / o.name, 0o644)
     if phase == "drift":
         for h in drifted_hosts(bed):
             for i in DRIFT_FILES:
@@ -750,9 +752,10 @@ def check(bed: Bed, tool: str, phase: str, s: Sample, per: dict) -> list[str]:
                 if c["changed"] != want[h.name]:
                     problems.append(f"{h.name}: changed {c['changed']}, want {want[h.name]}")
             elif (len(set(c["core"])) != len(CORE) or len(c["core"]) != len(CORE)
-                  or c["lines"] != len(bed.hosts) or c["tree"] > 1):
+                  or c["lines"] != len(bed.hosts) or c["concat"] < 1):
                 problems.append(f"{h.name}: changed {len(c['core'])} files/commands (want {len(CORE)}), "
-                                f"{c['lines']} lines (want {len(bed.hosts)}), directory {c['tree']}")
+                                f"{c['lines']} collected lines (want {len(bed.hosts)}), "
+                                f"concatenated {c['concat']} times (want at least 1)")
         elif c["changed"] != want[h.name]:
             problems.append(f"{h.name}: changed {c['changed']}, want {want[h.name]}")
     return problems
@@ -981,7 +984,6 @@ def main() -> int:
     tools = a.tools.split(",")
     phases = a.phases.split(",")
     versions = ensure_venv(upgrade=not a.no_upgrade)
-    ensure_system()
     mgmt = ensure_binaries(a.mgmt)
     versions["mgmt"] = run([str(mgmt), "--version"], capture_output=True, text=True).stdout.strip()
     versions["mgmt_binary_bytes"] = mgmt.stat().st_size

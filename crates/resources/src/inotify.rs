@@ -84,9 +84,10 @@ struct State {
 struct Watch {
     /// The path it was added as, for logs.
     dir: PathBuf,
-    /// Subscribers by entry name (`None`: every entry). A subscriber appears once per
-    /// interest: two of its paths may lead to one directory.
-    listeners: HashMap<Option<OsString>, Vec<SubId>>,
+    /// Subscribers by entry name (`None`: every entry), each with how many of its interests
+    /// lead here (two of its paths may lead to one directory). A map, not a list: thousands of
+    /// files of one directory register and leave under the same name while it is created.
+    listeners: HashMap<Option<OsString>, HashMap<SubId, usize>>,
 }
 
 struct Sub {
@@ -190,8 +191,8 @@ impl State {
         } else if event.mask.intersects(GONE) {
             self.forget(fd, event.wd);
         } else if let Some(watch) = self.watches.get(&event.wd) {
-            let wake = |ids: Option<&Vec<SubId>>| {
-                for id in ids.into_iter().flatten() {
+            let wake = |ids: Option<&HashMap<SubId, usize>>| {
+                for id in ids.into_iter().flat_map(HashMap::keys) {
                     if let Some(sub) = self.subs.get(id) {
                         sub.wake.notify_one();
                     }
@@ -217,7 +218,7 @@ impl State {
         tracing::debug!(dir = %watch.dir.display(), "watched directory gone");
         // Already gone when the kernel says so (IN_IGNORED); harmless then.
         let _ = fd.rm_watch(wd);
-        for id in watch.listeners.values().flatten() {
+        for id in watch.listeners.values().flat_map(HashMap::keys) {
             if let Some(sub) = self.subs.get_mut(id) {
                 sub.interests.retain(|_, w| *w != wd);
                 sub.wake.notify_one();
@@ -250,8 +251,11 @@ fn release(
         return;
     };
     if let Some(ids) = watch.listeners.get_mut(name) {
-        if let Some(at) = ids.iter().position(|i| *i == id) {
-            ids.swap_remove(at);
+        if let Some(count) = ids.get_mut(&id) {
+            *count -= 1;
+            if *count == 0 {
+                ids.remove(&id);
+            }
         }
         if ids.is_empty() {
             watch.listeners.remove(name);
@@ -290,7 +294,7 @@ impl Subscription {
                     path: interest.dir.clone(),
                     source,
                 })?;
-            watches
+            *watches
                 .entry(wd)
                 .or_insert_with(|| Watch {
                     dir: interest.dir.clone(),
@@ -299,7 +303,8 @@ impl Subscription {
                 .listeners
                 .entry(interest.name.clone())
                 .or_default()
-                .push(self.id);
+                .entry(self.id)
+                .or_default() += 1;
             sub.interests.insert(interest.clone(), wd);
         }
         let stale: Vec<Interest> = sub

@@ -174,3 +174,44 @@ async fn rewatches_a_parent_recreated_before_the_watch_notices() {
     w.next_event().await;
     w.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_plain_directory_ignores_its_entries_but_not_its_own_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d");
+    let res = build(
+        "file",
+        "d",
+        json!({"path": format!("{}/", path.display()), "mode": "0755"}),
+    );
+    assert_eq!(apply(&res).await.unwrap(), Changed);
+    let mut w = Watching::start(&res).await;
+    w.drain();
+    // A sentinel in another directory: the hub dispatches in order, so once its event is
+    // here every wake caused by the writes before it has been delivered.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let sentinel_path = elsewhere.path().join("s");
+    let sentinel = build("file", "s", json!({"path": sentinel_path}));
+    let mut s = Watching::start(&sentinel).await;
+
+    // What the directory holds is not the directory resource's business.
+    fs::write(path.join("inside"), "x").unwrap();
+    fs::rename(path.join("inside"), path.join("moved")).unwrap();
+    fs::write(&sentinel_path, "y").unwrap();
+    s.next_event().await;
+    assert!(
+        w.events.try_recv().is_err(),
+        "woken by traffic inside the directory"
+    );
+
+    // Its own mode is, and so is its removal.
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).unwrap();
+    w.next_event().await;
+    assert_eq!(apply(&res).await.unwrap(), Changed);
+    w.drain();
+    fs::remove_file(path.join("moved")).unwrap();
+    fs::remove_dir(&path).unwrap();
+    w.next_event().await;
+    w.stop().await.unwrap();
+    s.stop().await.unwrap();
+}

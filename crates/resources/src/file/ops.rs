@@ -164,7 +164,9 @@ fn ensure_file(spec: &FileSpec, dry: bool) -> Result<bool, ResourceError> {
         }
         changed = true;
     }
-    Ok(ensure_attrs(path, spec.mode, uid, gid, dry)? || changed)
+    // Unless it was just replaced, `existing` is what is there now.
+    let known = if changed { None } else { existing };
+    Ok(ensure_attrs(path, known, spec.mode, uid, gid, dry)? || changed)
 }
 
 fn ensure_dir(spec: &FileSpec, dry: bool) -> Result<bool, ResourceError> {
@@ -191,8 +193,9 @@ fn ensure_dir(spec: &FileSpec, dry: bool) -> Result<bool, ResourceError> {
         }
     };
     let mut changed = false;
-    match lstat(path)? {
-        Some(m) if m.is_dir() => {}
+    // The directory's metadata when it was already there (then nothing has changed it since).
+    let known = match lstat(path)? {
+        Some(m) if m.is_dir() => Some(m),
         found => {
             if let Some(m) = &found {
                 if !spec.force {
@@ -212,10 +215,11 @@ fn ensure_dir(spec: &FileSpec, dry: bool) -> Result<bool, ResourceError> {
                 .map_err(err("setting mode of", path))?;
             sync_parent(path)?;
             changed = true;
+            None
         }
-    }
+    };
     let (uid, gid) = wanted_ids(spec)?;
-    changed |= ensure_attrs(path, spec.mode, uid, gid, dry)?;
+    changed |= ensure_attrs(path, known, spec.mode, uid, gid, dry)?;
     if dry && changed {
         return Ok(true);
     }
@@ -232,15 +236,22 @@ fn wanted_ids(spec: &FileSpec) -> Result<(Option<u32>, Option<u32>), ResourceErr
 }
 
 /// Fix mode and ownership of an existing `path` (never following a symlink).
+/// `known` is `path`'s metadata when the caller has just read it and changed nothing since
+/// (saves a stat per in-sync file); `None` looks again.
 fn ensure_attrs(
     path: &Path,
+    known: Option<Metadata>,
     mode: Option<u32>,
     uid: Option<u32>,
     gid: Option<u32>,
     dry: bool,
 ) -> Result<bool, ResourceError> {
-    let Some(m) = lstat(path)? else {
-        return Ok(false);
+    let m = match known {
+        Some(m) => m,
+        None => match lstat(path)? {
+            Some(m) => m,
+            None => return Ok(false),
+        },
     };
     let mut changed = false;
     if let Some(mode) = mode
@@ -281,7 +292,7 @@ fn same_content(path: &Path, m: &Metadata, content: &Content) -> Result<bool, Re
                 return Ok(false);
             }
             let mut current = File::open(path).map_err(err("reading", path))?;
-            same_stream(&mut current, &mut &text[..]).map_err(err("reading", path))
+            same_as(&mut current, text).map_err(err("reading", path))
         }
         Content::Copy(source) => {
             let sm = fs::metadata(source).map_err(err("reading source", source))?;
@@ -295,9 +306,27 @@ fn same_content(path: &Path, m: &Metadata, content: &Content) -> Result<bool, Re
     }
 }
 
+/// How much of a file is compared at a time.
+const CHUNK: usize = 64 * 1024;
+
+/// Whether `r` holds exactly `want`. The buffer is sized to `want` (up to `CHUNK`): zeroing
+/// two 64 KiB buffers per check was most of the cost of checking thousands of small files.
+fn same_as(r: &mut impl Read, mut want: &[u8]) -> io::Result<bool> {
+    let mut buf = vec![0u8; want.len().clamp(1, CHUNK)];
+    while !want.is_empty() {
+        let n = want.len().min(buf.len());
+        if read_full(r, &mut buf[..n])? != n || buf[..n] != want[..n] {
+            return Ok(false);
+        }
+        want = &want[n..];
+    }
+    // Longer than wanted?
+    Ok(read_full(r, &mut buf[..1])? == 0)
+}
+
 /// Compare two streams chunk by chunk, without loading either whole.
 fn same_stream(a: &mut impl Read, b: &mut impl Read) -> io::Result<bool> {
-    let (mut abuf, mut bbuf) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    let (mut abuf, mut bbuf) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
     loop {
         let n = read_full(a, &mut abuf)?;
         let m = read_full(b, &mut bbuf)?;
@@ -422,7 +451,7 @@ fn sync_tree(src: &Path, dst: &Path, force: bool, dry: bool) -> Result<bool, Res
                     changed = true;
                 }
             }
-            changed |= ensure_attrs(&d, Some(sm.mode() & 0o7777), None, None, dry)?;
+            changed |= ensure_attrs(&d, None, Some(sm.mode() & 0o7777), None, None, dry)?;
             changed |= sync_tree(&s, &d, force, dry)?;
         } else if t.is_file() {
             let content = Content::Copy(&s);
@@ -442,7 +471,7 @@ fn sync_tree(src: &Path, dst: &Path, force: bool, dry: bool) -> Result<bool, Res
                 write_atomic(&d, &mut from, sm.mode() & 0o7777, None, None)?;
                 changed = true;
             }
-            changed |= ensure_attrs(&d, Some(sm.mode() & 0o7777), None, None, dry)?;
+            changed |= ensure_attrs(&d, None, Some(sm.mode() & 0o7777), None, None, dry)?;
         } else if t.is_symlink() {
             let target = fs::read_link(&s).map_err(err("reading link", &s))?;
             let same = match &dm {

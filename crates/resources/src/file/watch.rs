@@ -1,8 +1,11 @@
 //! Watching a `file` resource through the process-wide inotify hub (`crate::inotify`).
 //!
 //! A file is watched through its parent directory, hearing only about its own name there
-//! (creation, deletion, rename-over, content and attribute changes); a directory is watched
-//! itself too (its subdirectories as well with `recurse`). When the parent does not exist yet
+//! (creation, deletion, rename-over, content and attribute changes; for a directory too, as
+//! inotify reports a subdirectory's attribute changes to its parent). A directory whose entries
+//! matter (one copied from a `source`, and that source) is watched itself too, its
+//! subdirectories as well with `recurse`; a plain directory is not, so that writing thousands
+//! of files into it does not wake it thousands of times. When the parent does not exist yet
 //! the nearest existing ancestor is watched instead, for the name leading towards the file, and
 //! the watch moves down as directories appear. The same holds for `source`. A spurious event is
 //! harmless, a missed one is a bug: anything ambiguous (a queue overflow, a watched directory
@@ -19,20 +22,26 @@ use crate::inotify::{self, Interest, Subscription};
 /// How often `follow` looks again when directories vanish between looking and watching.
 const FOLLOW_TRIES: usize = 8;
 
-/// A path we care about and whether changes deep below it matter.
+/// A path we care about, whether the entries of a directory there matter, and whether changes
+/// deep below it matter.
 struct Target<'a> {
     path: &'a Path,
+    entries: bool,
     recursive: bool,
 }
 
 pub(super) async fn watch(spec: &FileSpec, ctx: WatchCtx) -> Result<(), ResourceError> {
+    // Only a copy of a source tree depends on what a directory contains.
+    let copies = spec.source.is_some();
     let mut targets = vec![Target {
         path: &spec.path,
-        recursive: spec.recurse,
+        entries: copies,
+        recursive: copies && spec.recurse,
     }];
     if let Some(source) = &spec.source {
         targets.push(Target {
             path: source,
+            entries: true,
             recursive: spec.recurse,
         });
     }
@@ -53,10 +62,11 @@ pub(super) async fn watch(spec: &FileSpec, ctx: WatchCtx) -> Result<(), Resource
 
 /// What should be watched now: for each target, its name in its nearest existing ancestor
 /// directory, and the target itself (with its subdirectories when recursive) when it is an
-/// existing directory.
+/// existing directory whose entries matter, or `/` (which has no parent to watch it through).
 fn wanted(targets: &[Target]) -> BTreeSet<Interest> {
     let mut wanted = BTreeSet::new();
     for t in targets {
+        let mut anchored = false;
         if let Some(anchor) = t.path.ancestors().skip(1).find(|p| p.is_dir())
             && let Ok(rest) = t.path.strip_prefix(anchor)
             && let Some(Component::Normal(name)) = rest.components().next()
@@ -65,8 +75,9 @@ fn wanted(targets: &[Target]) -> BTreeSet<Interest> {
                 dir: anchor.to_path_buf(),
                 name: Some(name.to_os_string()),
             });
+            anchored = true;
         }
-        if t.path.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+        if (t.entries || !anchored) && t.path.symlink_metadata().is_ok_and(|m| m.is_dir()) {
             wanted.insert(Interest {
                 dir: t.path.to_path_buf(),
                 name: None,

@@ -4,10 +4,9 @@
 //! lock (`Shared::live`) is a std mutex held only for short, await-free sections; it must never
 //! be held while locking a vertex's status (workers lock the other way round: never both).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use graph::Dag;
 use resource::{ResGraph, ResId, same_resource};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
@@ -58,12 +57,21 @@ pub(crate) struct Shared {
     live: Mutex<Live>,
 }
 
-/// The running graph: the dependency DAG and the vertices, always replaced together.
+/// The running graph: the vertices and their links, always replaced together.
 #[derive(Default)]
 struct Live {
-    dag: Dag<ResId>,
-    notify: BTreeSet<(ResId, ResId)>,
     vertices: BTreeMap<ResId, Arc<Vertex>>,
+    /// Every vertex's parents and children, resolved once per swap: workers ask for them on
+    /// every wake, and a directory with 10,000 files asks for all its children each time.
+    links: HashMap<ResId, Arc<Links>>,
+}
+
+/// A vertex's neighbours in the running graph.
+#[derive(Default)]
+pub(crate) struct Links {
+    pub parents: Vec<Arc<Vertex>>,
+    /// With whether the edge to the child is a notify edge.
+    pub children: Vec<(Arc<Vertex>, bool)>,
 }
 
 /// Held (async lock) by a swap or shutdown for their whole duration.
@@ -80,27 +88,38 @@ impl Shared {
         let _ = self.events.send(e);
     }
 
-    pub fn parents_of(&self, id: &ResId) -> Vec<Arc<Vertex>> {
+    /// `id`'s parents and children in the current graph (none for a vertex no longer in it).
+    pub fn links_of(&self, id: &ResId) -> Arc<Links> {
         let live = self.live.lock().expect("graph lock");
-        live.dag
-            .parents(id)
-            .filter_map(|p| live.vertices.get(p))
-            .cloned()
-            .collect()
+        live.links.get(id).cloned().unwrap_or_default()
     }
+}
 
-    /// Children with whether the edge to them is a notify edge.
-    pub fn children_of(&self, id: &ResId) -> Vec<(Arc<Vertex>, bool)> {
-        let live = self.live.lock().expect("graph lock");
-        live.dag
-            .children(id)
-            .filter_map(|c| {
-                live.vertices
-                    .get(c)
-                    .map(|v| (v.clone(), live.notify.contains(&(id.clone(), c.clone()))))
-            })
-            .collect()
+/// Every vertex's links in `dag`, with the running vertices.
+fn links(
+    dag: &graph::Dag<ResId>,
+    notify: &std::collections::BTreeSet<(ResId, ResId)>,
+    vertices: &BTreeMap<ResId, Arc<Vertex>>,
+) -> HashMap<ResId, Arc<Links>> {
+    let notify: HashSet<(&ResId, &ResId)> = notify.iter().map(|(f, t)| (f, t)).collect();
+    let mut links: HashMap<&ResId, Links> =
+        vertices.keys().map(|id| (id, Links::default())).collect();
+    for (from, to) in dag.edges() {
+        let (Some(f), Some(t)) = (vertices.get(from), vertices.get(to)) else {
+            continue;
+        };
+        let is_notify = notify.contains(&(from, to));
+        if let Some(l) = links.get_mut(from) {
+            l.children.push((t.clone(), is_notify));
+        }
+        if let Some(l) = links.get_mut(to) {
+            l.parents.push(f.clone());
+        }
     }
+    links
+        .into_iter()
+        .map(|(id, l)| (id.clone(), Arc::new(l)))
+        .collect()
 }
 
 impl std::fmt::Debug for Engine {
@@ -168,12 +187,11 @@ impl Engine {
                     _ => fresh.push((id.clone(), res.clone())),
                 }
             }
+            let changed: HashSet<&ResId> = fresh.iter().map(|(id, _)| id).collect();
             report.removed = live
                 .vertices
                 .keys()
-                .filter(|id| {
-                    !plan.vertices.contains_key(*id) || fresh.iter().any(|(f, _)| f == *id)
-                })
+                .filter(|id| !plan.vertices.contains_key(*id) || changed.contains(id))
                 .cloned()
                 .collect();
             let stopped: Vec<Arc<Vertex>> = report
@@ -194,8 +212,7 @@ impl Engine {
                 report.added.push(id);
                 started.push(v);
             }
-            live.dag = plan.dag;
-            live.notify = plan.notify;
+            live.links = links(&plan.dag, &plan.notify, &live.vertices);
             let everyone: Vec<Arc<Vertex>> = live.vertices.values().cloned().collect();
             (stopped, started, everyone)
         };

@@ -4,7 +4,7 @@
 //! Pure: no IO, no async, and it never touches the running engine, so a rejected graph cannot
 //! have changed anything.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use graph::{Cycle, Dag};
@@ -73,7 +73,8 @@ pub(crate) fn plan(g: ResGraph) -> Result<Plan, EngineError> {
     }
 
     // Automatic edges: whoever manages a uid a vertex asks for becomes its parent.
-    let mut providers: BTreeMap<Uid, Vec<&ResId>> = BTreeMap::new();
+    // Hashed: every file asks for each of its ancestors, so this is looked up a lot.
+    let mut providers: HashMap<Uid, Vec<&ResId>> = HashMap::new();
     for (id, r) in &vertices {
         for uid in r.uids() {
             providers.entry(uid).or_default().push(id);

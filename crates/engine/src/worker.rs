@@ -145,8 +145,9 @@ impl Vertex {
 
     fn next(&self, shared: &Shared, limiter: &mut Option<Limiter>) -> (Next, bool) {
         // Parent states first, each under its own lock only.
-        let parents = shared.parents_of(&self.id);
-        let worst = parents
+        let links = shared.links_of(&self.id);
+        let worst = links
+            .parents
             .iter()
             .map(|p| p.as_parent())
             .max()
@@ -193,7 +194,7 @@ impl Vertex {
     }
 
     fn poke_children(&self, shared: &Shared) {
-        for (child, _) in shared.children_of(&self.id) {
+        for (child, _) in &shared.links_of(&self.id).children {
             child.poke();
         }
     }
@@ -228,8 +229,8 @@ impl Vertex {
                 if outcome != Outcome::InSync {
                     // Children are marked before this vertex turns clean, so no child can slip
                     // through between the two.
-                    for (child, notify) in shared.children_of(&self.id) {
-                        child.mark_dirty(notify);
+                    for (child, notify) in &shared.links_of(&self.id).children {
+                        child.mark_dirty(*notify);
                     }
                 }
                 self.with_status(|st| {

@@ -309,21 +309,26 @@ def mgmt_graph(h: Host, line: str, probe: str = "0") -> str:
     # The exchange: every host exports its line as a small file; every host collects all of
     # them into LINES/ (in-process file checks, no process), and each collected file notifies
     # one exec that concatenates the directory into TREE/lines. The glob lists the files in
-    # byte order (dash sorts with strcmp), which is the order of the lines. The guard keeps a
-    # warm run at one `cat | cmp`; the rewrite is atomic (temp file, rename; `umask` makes it
-    # 0644 without a chmod process). Applying the
-    # collected files and the exec is part of the collecting host's run, so a host is not
-    # converged before its file is complete.
+    # byte order (dash sorts with strcmp), which is the order of the lines. Guard and command
+    # read the files with the shell's `read` (a builtin): processes are what an export change
+    # costs each host, so the guard is one `sh` (a warm run costs nothing more) and the rewrite
+    # `sh` + `mv` (atomic: temp file, rename; `umask` makes it 0644), where `cat | cmp` and
+    # `cat > tmp && mv` take six. A last line without its newline is dropped when reading, so a
+    # file missing it never compares equal. Applying the collected files and the exec is part
+    # of the collecting host's run, so a host is not converged before its file is complete.
     r.append(f"  - name: linesdir\n    path: {LINES}/\n    mode: \"0755\"\n")
     r.append(f"  - name: \"@@line-{h.name}\"\n    path: /fleet-line/{h.name}\n    mode: \"0644\"\n"
              f"    content: {yq(line + chr(10))}\n")
     r.append("  exec:\n")
     r.append(f"  - name: marker\n    cmd: echo ready > {TREE}/marker\n    shell: /bin/sh\n"
              f"    creates: {TREE}/marker\n")
+    read_all = f's=; for f in {LINES}/*; do while IFS= read -r l; do s="$s$l\n"; done < "$f"; done'
     tmp = f"{TREE}/.lines.tmp"
-    r.append(f"  - name: lines\n    cmd: {yq(f'umask 022; cat {LINES}/* > {tmp} && mv {tmp} {TREE}/lines')}\n"
-             f"    shell: /bin/sh\n"
-             f"    ifcmd: {yq(f'! cat {LINES}/* | cmp -s - {TREE}/lines')}\n    ifshell: /bin/sh\n")
+    guard = (f'{read_all}; t=; if [ -f {TREE}/lines ]; then while IFS= read -r l; do t="$t$l\n"; '
+             f'done < {TREE}/lines; fi; [ "$s" != "$t" ]')
+    cmd = f'umask 022; {read_all}; printf %s "$s" > {tmp} && mv {tmp} {TREE}/lines'
+    r.append(f"  - name: lines\n    cmd: {yq(cmd)}\n    shell: /bin/sh\n"
+             f"    ifcmd: {yq(guard)}\n    ifshell: /bin/sh\n")
     r.append("edges:\n")
     r.append("- name: tree-marker\n  from: {kind: file, name: tree}\n  to: {kind: exec, name: marker}\n")
     r.append("- name: tree-lines\n  from: {kind: file, name: tree}\n  to: {kind: exec, name: lines}\n")
@@ -796,7 +801,10 @@ def latency(bed: Bed, work: Path, mgmt: Path, changes: int) -> dict:
     """Each change edits h1's graph once: its probe file (local) and its exported line.
     edit->applied: until h1 has the new probe (the initiator saw the save, copied the file, the
     child reloaded and applied it). edit->lines: until every other host has h1's new line in
-    its lines file (propagation through the store). applied->lines: the difference."""
+    its lines file (propagation through the store). applied->lines: the difference. Then as many
+    edits of the probe alone (the export unchanged, so no other host has anything to do):
+    local edit->applied, the same path without the fan-out. The hosts' CPU per change is
+    measured over each series (the fan-out of an export change is what costs the hosts)."""
     reset(bed, work, "warm")
     d = work / "mgmt"
     first, others = bed.hosts[0], bed.hosts[1:]
@@ -809,7 +817,7 @@ def latency(bed: Bed, work: Path, mgmt: Path, changes: int) -> dict:
     out = open(d / ".latency.out", "w")
     p = subprocess.Popen(cmd, cwd=d, env=clean_env(), stdin=subprocess.DEVNULL, stdout=out,
                          stderr=subprocess.STDOUT, start_new_session=True)
-    res = {"edit_to_applied": [], "applied_to_lines": [], "edit_to_lines": []}
+    res = {"edit_to_applied": [], "applied_to_lines": [], "edit_to_lines": [], "local_edit_to_applied": []}
     try:
         # Started: every child has swapped its first graph in (the state is already right, so
         # nothing on the hosts changes to show it).
@@ -819,6 +827,7 @@ def latency(bed: Bed, work: Path, mgmt: Path, changes: int) -> dict:
         if wait_for(started, 120) is None:
             raise RuntimeError("mgmt did not start on every host")
         time.sleep(0.5)  # the other hosts' exports arriving: let those swaps pass first
+        cpu0 = bed.hosts_cpu()
         for k in range(1, changes + 1):
             line = f"{line_of(first)} gen {k}"
             t0 = time.monotonic()
@@ -834,6 +843,18 @@ def latency(bed: Bed, work: Path, mgmt: Path, changes: int) -> dict:
                 res["applied_to_lines"].append(max(0.0, t_lines - t_app))
                 res["edit_to_lines"].append(t_lines - t0)
             time.sleep(0.05)
+        time.sleep(0.5)  # the last change's exec and convergence flags, on every host
+        cpu1 = bed.hosts_cpu()
+        res["hosts_cpu_per_change"] = (cpu1 - cpu0) / changes
+        for k in range(changes + 1, 2 * changes + 1):
+            t0 = time.monotonic()
+            write_atomic(d / f"{first.name}.yaml", mgmt_graph(first, line, probe=str(k)))
+            t_app = wait_for(lambda: read_or_none(first.path(XDIR) / "probe") == f"{k}\n", 30)
+            if t_app is None:
+                raise RuntimeError(f"local change {k} did not arrive within 30s")
+            res["local_edit_to_applied"].append(t_app - t0)
+            time.sleep(0.05)
+        res["hosts_cpu_per_local_change"] = (bed.hosts_cpu() - cpu1) / changes
     except RuntimeError as e:
         res["error"] = str(e)
         log(f"latency: {e}")
@@ -947,9 +968,15 @@ def targets(rows: list[dict], lat: dict) -> list[str]:
     return out
 
 
+def ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f}"
+
+
 def latency_table(lat: dict) -> str:
     s = ("| H | edit→applied p50 / p99 ms | applied on h1→line on all others p50 / p99 ms | "
-         "edit→line on all others (propagation) p50 / p99 ms | changes |\n|---:|---:|---:|---:|---:|\n")
+         "edit→line on all others (propagation) p50 / p99 ms | changes | "
+         "edit→applied, local change only p50 / p99 ms | hosts' CPU per change ms (export / local only) |"
+         "\n|---:|---:|---:|---:|---:|---:|---:|\n")
     for H, l in sorted(lat.items(), key=lambda kv: int(kv[0])):
         def pp(key):
             xs = l.get(key, [])
@@ -957,7 +984,9 @@ def latency_table(lat: dict) -> str:
                 return "-"
             return f"{pct(xs, 0.5) * 1000:.0f} / {pct(xs, 0.99) * 1000:.0f}"
         s += (f"| {H} | {pp('edit_to_applied')} | {pp('applied_to_lines')} | {pp('edit_to_lines')} | "
-              f"{len(l.get('edit_to_applied', []))}{' (' + l['error'] + ')' if 'error' in l else ''} |\n")
+              f"{len(l.get('edit_to_applied', []))}{' (' + l['error'] + ')' if 'error' in l else ''} | "
+              f"{pp('local_edit_to_applied')} | {ms(l.get('hosts_cpu_per_change'))} / "
+              f"{ms(l.get('hosts_cpu_per_local_change'))} |\n")
     return s
 
 

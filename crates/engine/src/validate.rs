@@ -93,7 +93,7 @@ pub(crate) fn plan(g: ResGraph) -> Result<Plan, EngineError> {
         }
     }
 
-    dag.topo_order().map_err(EngineError::Cycle)?;
+    dag.acyclic().map_err(EngineError::Cycle)?;
     Ok(Plan {
         dag,
         notify,

@@ -23,7 +23,7 @@ use crate::args::RunArgs;
 use crate::collect;
 use crate::graphfile::{self, FileWatch};
 use crate::output::Events;
-use crate::storelink::{self, StoreLink};
+use crate::storelink;
 
 /// Why the run loop stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,8 +156,16 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
             Some(ev) = ev_rx.recv() => state.on_engine_event(ev, &events),
             Some(()) = file_rx.recv() => {
                 main_part.set_busy(true);
-                reload(&path, &mut state, &registry, &hostname, store.as_ref(), &args, &events).await;
-                swap(&engine, &state, &registry, &args, &events).await;
+                if reload(&path, &mut state, &registry, &events) {
+                    // Our own change first, then tell the others: every collector wakes up at
+                    // once and competes for the machine with the host that made the change.
+                    swap(&engine, &state, &registry, &args, &events).await;
+                    if let (Some(s), false) = (store.as_ref(), args.noop) {
+                        if let Err(e) = s.publish(&collect::exports_of(&state.spec, &hostname)).await {
+                            error!("cannot publish exports: {e:#}");
+                        }
+                    }
+                }
                 main_part.set_busy(false);
             }
             Ok(()) = async { match exports_rx.as_mut() { Some(rx) => rx.changed().await, None => std::future::pending().await } } => {
@@ -252,26 +260,18 @@ impl State {
     }
 }
 
-/// Re-read the graph file after a change. A version that does not parse is reported and the
-/// running graph stays.
-async fn reload(
-    path: &Path,
-    state: &mut State,
-    registry: &Registry,
-    hostname: &str,
-    store: Option<&StoreLink>,
-    args: &RunArgs,
-    events: &Events,
-) {
+/// Re-read the graph file after a change; true when a new valid version was loaded. A version
+/// that does not parse is reported and the running graph stays.
+fn reload(path: &Path, state: &mut State, registry: &Registry, events: &Events) -> bool {
     let text = match graphfile::read(path) {
         Ok(t) => t,
         Err(e) => {
             warn!("{e:#}; keeping the running graph");
-            return;
+            return false;
         }
     };
     if text == state.text {
-        return;
+        return false;
     }
     let spec = match graphfile::parse(path, &text, registry) {
         Ok(spec) => spec,
@@ -281,19 +281,13 @@ async fn reload(
                 path.display()
             );
             events.emit("graph_invalid", &json!({"file": path, "errors": diags}));
-            return;
+            return false;
         }
     };
-    if let Some(s) = store {
-        if !args.noop {
-            if let Err(e) = s.publish(&collect::exports_of(&spec, hostname)).await {
-                error!("cannot publish exports: {e:#}");
-            }
-        }
-    }
     info!("loaded new version of {}", path.display());
     state.spec = spec;
     state.text = text;
+    true
 }
 
 async fn swap(

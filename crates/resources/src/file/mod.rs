@@ -7,6 +7,7 @@
 //! Building must never touch the filesystem.
 
 mod ops;
+mod pool;
 mod watch;
 
 use std::path::{Path, PathBuf};
@@ -17,7 +18,6 @@ use resource::{
     ApplyCtx, BuildError, KindInfo, Meta, Mode, Outcome, Resource, ResourceError, Uid, WatchCtx,
 };
 use serde_json::{Map, Value};
-use tokio::sync::Semaphore;
 
 use crate::params::{Params, bad, invalid_to_build, put_opt};
 
@@ -247,11 +247,6 @@ fn parse_mode(raw: Option<Value>) -> Result<Option<u32>, BuildError> {
     }
 }
 
-/// How many file check_applys touch the filesystem at once. tokio's blocking pool grows a
-/// thread per concurrent call (up to 512): a graph of thousands of files converging at once
-/// would otherwise run hundreds of threads contending for a few cores and one directory lock.
-static FS_SLOTS: Semaphore = Semaphore::const_new(16);
-
 #[derive(Debug)]
 pub struct File {
     name: String,
@@ -312,15 +307,21 @@ impl Resource for File {
         watch::watch(&self.spec, ctx).await
     }
     async fn check_apply(&self, _ctx: &ApplyCtx, mode: Mode) -> Result<Outcome, ResourceError> {
-        let spec = self.spec.clone();
         let dry = mode == Mode::Check;
-        // Filesystem calls block; keep them off the async workers, on a bounded number of
-        // blocking threads (see `FS_SLOTS`).
-        let _slot = FS_SLOTS
-            .acquire()
-            .await
-            .map_err(|e| ResourceError::failed(format!("file worker slots: {e}")))?;
-        let changed = tokio::task::spawn_blocking(move || ops::converge(&spec, dry))
+        // Most checks find the file in sync (every one after the first). When looking is as
+        // cheap as the stats the watch makes on this thread anyway, look here: handing each
+        // of 10,000 checks to a blocking thread cost more than the check. A change to make,
+        // or an error, goes to the pool, which looks again.
+        if ops::quick_to_check(&self.spec) {
+            match ops::converge(&self.spec, true) {
+                Ok(false) => return Ok(Outcome::InSync),
+                Ok(true) if dry => return Ok(Outcome::WouldChange),
+                _ => {}
+            }
+        }
+        let spec = self.spec.clone();
+        // Changes (fsync) and slow looks block; keep them off the async workers (see `pool`).
+        let changed = pool::run(move || ops::converge(&spec, dry))
             .await
             .map_err(|e| ResourceError::failed(format!("file worker failed: {e}")))??;
         Ok(match (changed, mode) {

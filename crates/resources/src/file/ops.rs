@@ -21,6 +21,21 @@ use crate::ident;
 const DEFAULT_FILE_MODE: u32 = 0o644;
 const DEFAULT_DIR_MODE: u32 = 0o755;
 
+/// Content up to this size is compared by `quick_to_check` specs on an async worker.
+const QUICK_READ: usize = 64 * 1024;
+
+/// Whether looking (`converge(spec, true)`) is as cheap as the watch's own stats: a few
+/// `lstat`s and at most one read of `QUICK_READ` bytes. Not so with a `source` (a file or a
+/// whole tree to read), large content, or an owner or group given by name (the user database
+/// may be a network service).
+pub(super) fn quick_to_check(spec: &FileSpec) -> bool {
+    let numeric = |id: &Option<String>| id.as_deref().is_none_or(|i| i.parse::<u32>().is_ok());
+    spec.source.is_none()
+        && spec.content.as_ref().is_none_or(|c| c.len() <= QUICK_READ)
+        && numeric(&spec.owner)
+        && numeric(&spec.group)
+}
+
 /// Converge (or with `dry`, only look). Returns whether something changed (would change).
 pub(super) fn converge(spec: &FileSpec, dry: bool) -> Result<bool, ResourceError> {
     match (spec.state, spec.is_dir) {

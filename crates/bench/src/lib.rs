@@ -16,7 +16,9 @@ pub struct Cost {
 /// Run `cmd` to completion, measuring it. Fails when it exits non-zero.
 pub fn measure(cmd: &mut Command) -> Result<Cost, String> {
     let start = Instant::now();
-    let child = cmd.spawn().map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     // SAFETY: rusage is plain old data; wait4 fills it for our own child.
@@ -30,8 +32,15 @@ pub fn measure(cmd: &mut Command) -> Result<Cost, String> {
     if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
         return Err(format!("{cmd:?} failed with status {status}"));
     }
-    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
-    Ok(Cost { wall, peak_rss_kib: usage.ru_maxrss as u64, user: tv(usage.ru_utime), sys: tv(usage.ru_stime) })
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    Ok(Cost {
+        wall,
+        peak_rss_kib: usage.ru_maxrss as u64,
+        user: tv(usage.ru_utime),
+        sys: tv(usage.ru_stime),
+    })
 }
 
 /// The median by wall time of several runs.

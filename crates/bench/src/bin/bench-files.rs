@@ -27,8 +27,12 @@ fn main() {
             "--files" => files = args.next().expect("--files N").parse().expect("a number"),
             "--runs" => runs = args.next().expect("--runs R").parse().expect("a number"),
             // The floor, run as a child process so its RSS is measured alone.
-            "--floor-write" => return floor_write(Path::new(&args.next().expect("DIR")), files_from_env()),
-            "--floor-check" => return floor_check(Path::new(&args.next().expect("DIR")), files_from_env()),
+            "--floor-write" => {
+                return floor_write(Path::new(&args.next().expect("DIR")), files_from_env());
+            }
+            "--floor-check" => {
+                return floor_check(Path::new(&args.next().expect("DIR")), files_from_env());
+            }
             other => panic!("unknown argument {other}"),
         }
     }
@@ -51,23 +55,52 @@ fn main() {
 
         let fdir = work.path().join("floor");
         let _ = fs::remove_dir_all(&fdir);
-        floor_cold.push(measure(Command::new(&me).arg("--floor-write").arg(&fdir).env("BENCH_FILES", files.to_string())).expect("floor write"));
-        floor_warm.push(measure(Command::new(&me).arg("--floor-check").arg(&fdir).env("BENCH_FILES", files.to_string())).expect("floor check"));
+        floor_cold.push(
+            measure(
+                Command::new(&me)
+                    .arg("--floor-write")
+                    .arg(&fdir)
+                    .env("BENCH_FILES", files.to_string()),
+            )
+            .expect("floor write"),
+        );
+        floor_warm.push(
+            measure(
+                Command::new(&me)
+                    .arg("--floor-check")
+                    .arg(&fdir)
+                    .env("BENCH_FILES", files.to_string()),
+            )
+            .expect("floor check"),
+        );
         let _ = fs::remove_dir_all(&fdir);
         floor_plain.push(
-            measure(Command::new(&me).arg("--floor-write").arg(&fdir).env("BENCH_FILES", files.to_string()).env("BENCH_PLAIN", "1"))
-                .expect("plain floor write"),
+            measure(
+                Command::new(&me)
+                    .arg("--floor-write")
+                    .arg(&fdir)
+                    .env("BENCH_FILES", files.to_string())
+                    .env("BENCH_PLAIN", "1"),
+            )
+            .expect("plain floor write"),
         );
     }
-    let (c, w, fc, fw, fp) = (median(cold), median(warm), median(floor_cold), median(floor_warm), median(floor_plain));
+    let (c, w, fc, fw, fp) = (
+        median(cold),
+        median(warm),
+        median(floor_cold),
+        median(floor_warm),
+        median(floor_plain),
+    );
     println!("{files} file resources, median of {runs} runs (wall ms, peak RSS MiB):\n");
-    println!("| phase | mgmt-rs wall ms | floor wall ms | ratio | mgmt-rs peak RSS MiB | floor peak RSS MiB |");
+    println!(
+        "| phase | mgmt-rs wall ms | floor wall ms | ratio | mgmt-rs peak RSS MiB | floor peak RSS MiB |"
+    );
     println!("|---|---:|---:|---:|---:|---:|");
     row("cold (create all; floor: atomic + fsync, as mgmt)", c, fc);
     row("cold, beside the plain floor (no fsync)", c, fp);
     row("warm (nothing to change; floor: stat + read)", w, fw);
 }
-
 
 fn row(name: &str, m: Cost, f: Cost) {
     println!(
@@ -81,12 +114,18 @@ fn row(name: &str, m: Cost, f: Cost) {
 }
 
 fn files_from_env() -> usize {
-    std::env::var("BENCH_FILES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000)
+    std::env::var("BENCH_FILES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
 }
 
 fn write_graph(graph: &Path, dir: &Path, n: usize) {
     let mut y = String::from("---\ngraph: bench-files\nresources:\n  file:\n");
-    y.push_str(&format!("  - name: dir\n    path: {}/\n    state: exists\n", dir.display()));
+    y.push_str(&format!(
+        "  - name: dir\n    path: {}/\n    state: exists\n",
+        dir.display()
+    ));
     for i in 0..n {
         y.push_str(&format!(
             "  - name: f{i}\n    path: {}/f{i}\n    content: {:?}\n    mode: \"0644\"\n",
@@ -100,7 +139,16 @@ fn write_graph(graph: &Path, dir: &Path, n: usize) {
 fn run_mgmt(mgmt: &Path, graph: &Path) -> Cost {
     measure(
         Command::new(mgmt)
-            .args(["run", "--converged-timeout", "0", "--no-server", "--no-watch", "--hostname", "bench", "--yaml"])
+            .args([
+                "run",
+                "--converged-timeout",
+                "0",
+                "--no-server",
+                "--no-watch",
+                "--hostname",
+                "bench",
+                "--yaml",
+            ])
             .arg(graph)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null()),
@@ -111,7 +159,8 @@ fn run_mgmt(mgmt: &Path, graph: &Path) -> Cost {
 /// Correctness of what was measured: every file is there with its content.
 fn check_tree(dir: &Path, n: usize) {
     for i in 0..n {
-        let got = fs::read_to_string(dir.join(format!("f{i}"))).expect("file exists after mgmt run");
+        let got =
+            fs::read_to_string(dir.join(format!("f{i}"))).expect("file exists after mgmt run");
         assert_eq!(got, content(i), "content of f{i}");
     }
 }
@@ -139,7 +188,6 @@ fn floor_write(dir: &Path, n: usize) {
         }
     }
 }
-
 
 /// The floor for "warm": stat and read every file, compare its content.
 fn floor_check(dir: &Path, n: usize) {

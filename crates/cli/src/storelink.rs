@@ -46,23 +46,8 @@ pub async fn connect(
     let mut server = None;
     let mut endpoints = args.seeds.clone();
     if !args.no_server {
-        let url = args.client_urls.first().context("--client-urls is empty")?;
-        let listen = parse_url(url)?;
-        if !listen.ip().is_loopback() {
-            warn!(
-                "the embedded store listens on {listen}, beyond loopback, as asked by --client-urls"
-            );
-        }
-        let handle = store::serve(
-            store::ServerConfig {
-                listen,
-                ..Default::default()
-            },
-            cancel,
-        )
-        .await
-        .with_context(|| format!("cannot start the embedded store on {listen}"))?;
-        let url = format!("http://{}", handle.local_addr());
+        let handle = start_server(args, cancel).await?;
+        let url = handle.client_url();
         info!("embedded store listening on {url}");
         events.emit("store_listening", &json!({"url": url}));
         if endpoints.is_empty() {
@@ -96,6 +81,22 @@ pub async fn connect(
     }))
 }
 
+/// The embedded server on the first `--client-urls` address (loopback unless asked otherwise).
+async fn start_server(args: &RunArgs, cancel: CancellationToken) -> Result<store::ServerHandle> {
+    let url = args.client_urls.first().context("--client-urls is empty")?;
+    let listen = parse_url(url)?;
+    if !listen.ip().is_loopback() {
+        warn!("the embedded store listens on {listen}, beyond loopback, as asked by --client-urls");
+    }
+    let cfg = store::ServerConfig {
+        listen,
+        ..Default::default()
+    };
+    store::serve(cfg, cancel)
+        .await
+        .with_context(|| format!("cannot start the embedded store on {listen}"))
+}
+
 /// The initiator of a remote run: the embedded server with auth on (the initiator is `root`
 /// with a fresh secret; each host gets its own user), and a client to it. Hosts reach it
 /// through their reverse tunnels.
@@ -109,18 +110,8 @@ pub async fn connect_initiator(
             "--remote tunnels every host to the embedded store: --no-server cannot be used with --remote"
         );
     }
-    let url = args.client_urls.first().context("--client-urls is empty")?;
-    let listen = parse_url(url)?;
-    let handle = store::serve(
-        store::ServerConfig {
-            listen,
-            ..Default::default()
-        },
-        cancel,
-    )
-    .await
-    .with_context(|| format!("cannot start the embedded store on {listen}"))?;
-    let url = format!("http://{}", handle.local_addr());
+    let handle = start_server(args, cancel).await?;
+    let url = handle.client_url();
     let root_secret = crate::secret()?;
     handle
         .enable_auth(&root_secret)

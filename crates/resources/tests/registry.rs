@@ -57,8 +57,18 @@ fn field_lists() {
     assert_eq!(
         fields("file"),
         [
-            "path", "dirname", "basename", "content", "source", "state", "mode", "owner", "group",
-            "recurse", "force"
+            "path",
+            "dirname",
+            "basename",
+            "content",
+            "source",
+            "fragments",
+            "state",
+            "mode",
+            "owner",
+            "group",
+            "recurse",
+            "force"
         ]
     );
     assert_eq!(
@@ -130,6 +140,56 @@ fn errors_point_at_the_field() {
             "content",
         ),
         ("file", json!({"dirname": "/tmp"}), "dirname"),
+        (
+            "file",
+            json!({"path": "/tmp/x", "fragments": ["/a"], "content": "c"}),
+            "fragments",
+        ),
+        (
+            "file",
+            json!({"path": "/tmp/x", "fragments": ["/a"], "source": "/b"}),
+            "fragments",
+        ),
+        (
+            "file",
+            json!({"path": "/tmp/x/", "fragments": ["/a"]}),
+            "fragments",
+        ),
+        (
+            "file",
+            json!({"path": "/tmp/x", "fragments": ["/a"], "state": "absent"}),
+            "state",
+        ),
+        (
+            "file",
+            json!({"path": "/tmp/x", "fragments": []}),
+            "fragments",
+        ),
+        (
+            "file",
+            json!({"path": "/tmp/x", "fragments": ["rel/a"]}),
+            "fragments",
+        ),
+        (
+            "file",
+            json!({"path": "/tmp/x", "fragments": "/a"}),
+            "fragments",
+        ),
+        (
+            "file",
+            json!({"path": "/tmp/x", "fragments": [7]}),
+            "fragments",
+        ),
+        (
+            "file",
+            json!({"path": "/tmp/x", "fragments": ["/tmp/"]}),
+            "fragments",
+        ),
+        (
+            "file",
+            json!({"path": "/tmp/x", "fragments": ["/tmp/y/../x"]}),
+            "fragments",
+        ),
         (
             "file",
             json!({"path": "/tmp/x", "basename": "a/b"}),
@@ -311,6 +371,11 @@ fn params_round_trip_for_every_kind() {
             json!({"path": "/tmp/gone/", "state": "absent", "recurse": true, "force": true}),
         ),
         ("file", "db", json!({"dirname": "/tmp/", "basename": "b"})),
+        (
+            "file",
+            "frag",
+            json!({"path": "/tmp/all", "fragments": ["/etc/b", "/etc/a.d/", "/etc/b"], "mode": "0644"}),
+        ),
         ("exec", "e", json!({"cmd": "echo hi"})),
         (
             "exec",

@@ -3,7 +3,8 @@
 //! This module holds the parameters (parsing, canonical form, identity); `ops` converges the
 //! filesystem and `watch` reports changes. Parameters follow mgmt 0.0.x: `path` defaults to the
 //! name, a trailing `/` makes a directory (its `content`, if any, is ignored), `dirname` +
-//! `basename` are an alternative spelling of `path`, `""` means unset.
+//! `basename` are an alternative spelling of `path`, `""` means unset. `fragments` (as in
+//! mgmt) builds a file's content from other files; unlike mgmt, the watch follows them too.
 //! Building must never touch the filesystem.
 
 mod ops;
@@ -22,8 +23,18 @@ use serde_json::{Map, Value};
 use crate::params::{Params, bad, invalid_to_build, put_opt};
 
 pub const FIELDS: &[&str] = &[
-    "path", "dirname", "basename", "content", "source", "state", "mode", "owner", "group",
-    "recurse", "force",
+    "path",
+    "dirname",
+    "basename",
+    "content",
+    "source",
+    "fragments",
+    "state",
+    "mode",
+    "owner",
+    "group",
+    "recurse",
+    "force",
 ];
 
 pub const KIND: KindInfo = KindInfo {
@@ -38,6 +49,21 @@ pub enum State {
     Absent,
 }
 
+/// One entry of `fragments`: a file, or (written with a trailing `/`) a directory whose
+/// entries are the fragments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fragment {
+    /// Absolute and normalised, without a trailing `/`.
+    pub path: PathBuf,
+    pub is_dir: bool,
+}
+
+impl Fragment {
+    fn display_path(&self) -> String {
+        display(&self.path, self.is_dir)
+    }
+}
+
 /// The parameters, canonical.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileSpec {
@@ -49,6 +75,8 @@ pub struct FileSpec {
     pub content: Option<String>,
     /// A local file (or, for a directory with `recurse`, a tree) to copy.
     pub source: Option<PathBuf>,
+    /// The content is these files concatenated (empty: not built from fragments).
+    pub fragments: Vec<Fragment>,
     pub state: State,
     /// Permission bits (at most 0o7777).
     pub mode: Option<u32>,
@@ -70,6 +98,7 @@ impl FileSpec {
             None => None,
             Some(source) => Some(normalise(&source).map_err(|m| bad("source", m))?.0),
         };
+        let fragments = parse_fragments(p.take("fragments"))?;
         let state = match p.string("state")?.as_deref() {
             None | Some("exists") => State::Exists,
             Some("absent") => State::Absent,
@@ -87,6 +116,7 @@ impl FileSpec {
             is_dir,
             content,
             source,
+            fragments,
             state,
             mode: parse_mode(p.take("mode"))?,
             owner: p.ident("owner")?,
@@ -104,6 +134,9 @@ impl FileSpec {
                 "source",
                 "`content` and `source` cannot both be set",
             ));
+        }
+        if !self.fragments.is_empty() {
+            self.validate_fragments()?;
         }
         if self.state == State::Absent {
             if self.content.is_some() || self.source.is_some() {
@@ -127,14 +160,52 @@ impl FileSpec {
         Ok(())
     }
 
+    fn validate_fragments(&self) -> Result<(), ResourceError> {
+        if self.content.is_some() || self.source.is_some() {
+            return Err(ResourceError::invalid(
+                "fragments",
+                "`fragments` cannot be combined with `content` or `source`",
+            ));
+        }
+        if self.is_dir {
+            return Err(ResourceError::invalid(
+                "fragments",
+                format!(
+                    "{} is a directory (its path ends with `/`): only a file can have `fragments`",
+                    self.display_path()
+                ),
+            ));
+        }
+        if self.state == State::Absent {
+            return Err(ResourceError::invalid(
+                "state",
+                "an absent file cannot have `fragments`",
+            ));
+        }
+        // The file inside its own content would grow on every check and never converge.
+        let parent = self.path.parent();
+        if let Some(f) = self.fragments.iter().find(|f| {
+            if f.is_dir {
+                Some(f.path.as_path()) == parent
+            } else {
+                f.path == self.path
+            }
+        }) {
+            return Err(ResourceError::invalid(
+                "fragments",
+                format!(
+                    "fragment {} would include the file {} itself",
+                    f.display_path(),
+                    self.path.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The path as written canonically: with a trailing `/` for a directory.
     pub fn display_path(&self) -> String {
-        let path = self.path.to_string_lossy();
-        if self.is_dir && path != "/" {
-            format!("{path}/")
-        } else {
-            path.into_owned()
-        }
+        display(&self.path, self.is_dir)
     }
 
     fn to_params(&self) -> Value {
@@ -149,6 +220,14 @@ impl FileSpec {
                 .as_ref()
                 .map(|s| s.to_string_lossy().into_owned()),
         );
+        if !self.fragments.is_empty() {
+            let list: Vec<Value> = self
+                .fragments
+                .iter()
+                .map(|f| f.display_path().into())
+                .collect();
+            map.insert("fragments".into(), list.into());
+        }
         let state = match self.state {
             State::Exists => "exists",
             State::Absent => "absent",
@@ -161,6 +240,51 @@ impl FileSpec {
         map.insert("force".into(), self.force.into());
         Value::Object(map)
     }
+}
+
+/// A normalised path as written, with a trailing `/` for a directory (but `/` itself).
+fn display(path: &Path, is_dir: bool) -> String {
+    let text = path.to_string_lossy();
+    if is_dir && text != "/" {
+        format!("{text}/")
+    } else {
+        text.into_owned()
+    }
+}
+
+/// `fragments`: a non-empty list of absolute paths. An empty list is refused rather than taken
+/// as unset: a file meant to be built from nothing would otherwise silently keep whatever
+/// content it has.
+fn parse_fragments(raw: Option<Value>) -> Result<Vec<Fragment>, BuildError> {
+    let items = match raw {
+        None => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            return Err(bad(
+                "fragments",
+                "expected a list of absolute paths (a directory's ends with `/`)",
+            ));
+        }
+    };
+    if items.is_empty() {
+        return Err(bad(
+            "fragments",
+            "the list is empty; leave the field out or name at least one path",
+        ));
+    }
+    items
+        .into_iter()
+        .map(|item| match item {
+            Value::String(raw) => {
+                let (path, is_dir) = normalise(&raw).map_err(|m| bad("fragments", m))?;
+                Ok(Fragment { path, is_dir })
+            }
+            other => Err(bad(
+                "fragments",
+                format!("expected a path, found `{other}`"),
+            )),
+        })
+        .collect()
 }
 
 /// mgmt's path rules: `path` (default: the name), optionally overridden piecewise by `dirname`
@@ -292,11 +416,15 @@ impl Resource for File {
             key: self.spec.path.to_string_lossy().into_owned(),
         }]
     }
+    /// The file resources managing its parent directories, and its fragments (a file, or a
+    /// directory of fragments): those are in place before the content is built from them.
     fn auto_edges(&self) -> Vec<Uid> {
+        let fragments = self.spec.fragments.iter().map(|f| f.path.as_path());
         self.spec
             .path
             .ancestors()
             .skip(1)
+            .chain(fragments)
             .map(|p| Uid {
                 kind: "file",
                 key: p.to_string_lossy().into_owned(),

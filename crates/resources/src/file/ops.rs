@@ -4,7 +4,8 @@
 //! `dry` nothing is changed and the first needed change ends the walk ("would change").
 //! Content is only ever replaced atomically (temp file in the same directory, fsync, rename,
 //! fsync of the directory): no reader may ever see a partial file. Nothing here removes a
-//! non-empty directory or replaces one type by another without `force`.
+//! non-empty directory or replaces one type by another without `force`, and nothing here ever
+//! writes to a fragment or a source.
 
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Read};
@@ -14,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use resource::ResourceError;
 
-use super::{FileSpec, State};
+use super::{FileSpec, Fragment, State};
 use crate::ident;
 
 /// Modes for things we create when the graph names none (what umask 022 would give).
@@ -27,10 +28,11 @@ const QUICK_READ: usize = 64 * 1024;
 /// Whether looking (`converge(spec, true)`) is as cheap as the watch's own stats: a few
 /// `lstat`s and at most one read of `QUICK_READ` bytes. Not so with a `source` (a file or a
 /// whole tree to read), large content, or an owner or group given by name (the user database
-/// may be a network service).
+/// may be a network service), nor with `fragments` (directories to list, files to read).
 pub(super) fn quick_to_check(spec: &FileSpec) -> bool {
     let numeric = |id: &Option<String>| id.as_deref().is_none_or(|i| i.parse::<u32>().is_ok());
     spec.source.is_none()
+        && spec.fragments.is_empty()
         && spec.content.as_ref().is_none_or(|c| c.len() <= QUICK_READ)
         && numeric(&spec.owner)
         && numeric(&spec.group)
@@ -118,6 +120,121 @@ fn remove(spec: &FileSpec, dry: bool) -> Result<bool, ResourceError> {
 enum Content<'a> {
     Text(&'a [u8]),
     Copy(&'a Path),
+    /// These files concatenated, with their total size when listed.
+    Concat(Vec<PathBuf>, u64),
+}
+
+/// The files `fragments` stand for, in order, and their total size. A file fragment must be a
+/// regular file (a symlink to one will do). A directory fragment stands for its entries that
+/// are regular files (or symlinks to them), sorted by name bytewise, not recursively; names
+/// starting with `.` are skipped, so atomic writers' temp files are never picked up, and so are
+/// subdirectories and special files. A missing fragment (file or directory) is an error, as in
+/// mgmt: a typo must not silently drop content; an empty directory adds nothing. A fragment
+/// that is the target itself (through a symlink or a hard link) is an error too.
+fn list_fragments(path: &Path, fragments: &[Fragment]) -> Result<Content<'static>, ResourceError> {
+    let target = fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    let is_target = |m: &Metadata| target == Some((m.dev(), m.ino()));
+    let mut files = Vec::new();
+    let mut total = 0;
+    for f in fragments {
+        let m = fs::metadata(&f.path).map_err(err("reading fragment", &f.path))?;
+        if !f.is_dir {
+            if !m.is_file() {
+                return Err(ResourceError::failed(format!(
+                    "fragment {} is {} but should be a file (end it with `/` for a directory                      of fragments)",
+                    f.path.display(),
+                    kind_of(&m)
+                )));
+            }
+            if is_target(&m) {
+                return Err(is_itself(&f.path, path));
+            }
+            total += m.len();
+            files.push(f.path.clone());
+            continue;
+        }
+        if !m.is_dir() {
+            return Err(ResourceError::failed(format!(
+                "fragment {}/ is {} but should be a directory",
+                f.path.display(),
+                kind_of(&m)
+            )));
+        }
+        let mut names: Vec<_> = fs::read_dir(&f.path)
+            .map_err(err("reading fragment directory", &f.path))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(err("reading fragment directory", &f.path))?;
+        // OsString orders by bytes on unix: the order `ls` gives with LC_ALL=C.
+        names.sort();
+        for name in names {
+            if name.as_encoded_bytes().starts_with(b".") {
+                continue;
+            }
+            let entry = f.path.join(&name);
+            // Gone since listing, or a dangling symlink: not a file of this directory now.
+            let Ok(m) = fs::metadata(&entry) else {
+                continue;
+            };
+            if !m.is_file() {
+                continue;
+            }
+            if is_target(&m) {
+                return Err(is_itself(&entry, path));
+            }
+            total += m.len();
+            files.push(entry);
+        }
+    }
+    Ok(Content::Concat(files, total))
+}
+
+fn is_itself(fragment: &Path, path: &Path) -> ResourceError {
+    ResourceError::failed(format!(
+        "fragment {} is the file {} itself",
+        fragment.display(),
+        path.display()
+    ))
+}
+
+/// Reads a list of files as one stream, opening each only when the previous one is done (a
+/// directory of thousands of fragments must not hold thousands of descriptors). Errors name
+/// the file.
+struct Concat<'a> {
+    files: std::slice::Iter<'a, PathBuf>,
+    current: Option<File>,
+}
+
+impl<'a> Concat<'a> {
+    fn new(files: &'a [PathBuf]) -> Self {
+        Concat {
+            files: files.iter(),
+            current: None,
+        }
+    }
+}
+
+impl Read for Concat<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if let Some(file) = &mut self.current {
+                match file.read(buf)? {
+                    0 => self.current = None,
+                    n => return Ok(n),
+                }
+            }
+            let Some(path) = self.files.next() else {
+                return Ok(0);
+            };
+            let file = File::open(path).map_err(|e| {
+                io::Error::new(e.kind(), format!("fragment {}: {e}", path.display()))
+            })?;
+            self.current = Some(file);
+        }
+    }
 }
 
 fn ensure_file(spec: &FileSpec, dry: bool) -> Result<bool, ResourceError> {
@@ -136,6 +253,7 @@ fn ensure_file(spec: &FileSpec, dry: bool) -> Result<bool, ResourceError> {
             }
             Some(Content::Copy(source))
         }
+        (None, None) if !spec.fragments.is_empty() => Some(list_fragments(path, &spec.fragments)?),
         (None, None) => None,
     };
     let mut existing = lstat(path)?;
@@ -174,6 +292,9 @@ fn ensure_file(spec: &FileSpec, dry: bool) -> Result<bool, ResourceError> {
             Some(Content::Copy(source)) => {
                 let mut from = File::open(source).map_err(err("reading source", source))?;
                 write_atomic(path, &mut from, mode, uid, gid)?;
+            }
+            Some(Content::Concat(files, _)) => {
+                write_atomic(path, &mut Concat::new(&files), mode, uid, gid)?
             }
             None => write_atomic(path, &mut io::empty(), mode, uid, gid)?,
         }
@@ -317,6 +438,15 @@ fn same_content(path: &Path, m: &Metadata, content: &Content) -> Result<bool, Re
             let mut current = File::open(path).map_err(err("reading", path))?;
             let mut wanted = File::open(source).map_err(err("reading source", source))?;
             same_stream(&mut current, &mut wanted).map_err(err("comparing with source", path))
+        }
+        Content::Concat(files, total) => {
+            // Sizes differ in most changes (a line added or removed): no need to read then.
+            if m.len() != *total {
+                return Ok(false);
+            }
+            let mut current = File::open(path).map_err(err("reading", path))?;
+            same_stream(&mut current, &mut Concat::new(files))
+                .map_err(err("comparing with fragments", path))
         }
     }
 }

@@ -7,9 +7,12 @@
 //! subdirectories as well with `recurse`; a plain directory is not, so that writing thousands
 //! of files into it does not wake it thousands of times. When the parent does not exist yet
 //! the nearest existing ancestor is watched instead, for the name leading towards the file, and
-//! the watch moves down as directories appear. The same holds for `source`. A spurious event is
-//! harmless, a missed one is a bug: anything ambiguous (a queue overflow, a watched directory
-//! deleted or moved) is reported as an event. This must never change the filesystem.
+//! the watch moves down as directories appear. The same holds for `source` and for each of
+//! `fragments`; a directory of fragments is watched itself too (through a symlink as well), as
+//! adding, removing or editing an entry changes the content. A fragment that is a symlink to a
+//! file is watched as the link, not its target. A spurious event is harmless, a missed one is
+//! a bug: anything ambiguous (a queue overflow, a watched directory deleted or moved) is
+//! reported as an event. This must never change the filesystem.
 
 use std::collections::BTreeSet;
 use std::path::{Component, Path};
@@ -45,6 +48,11 @@ pub(super) async fn watch(spec: &FileSpec, ctx: WatchCtx) -> Result<(), Resource
             recursive: spec.recurse,
         });
     }
+    targets.extend(spec.fragments.iter().map(|f| Target {
+        path: &f.path,
+        entries: f.is_dir,
+        recursive: false,
+    }));
     let sub = inotify::subscribe().map_err(ResourceError::failed)?;
     follow(&sub, &targets)?;
     ctx.running();
@@ -77,7 +85,13 @@ fn wanted(targets: &[Target]) -> BTreeSet<Interest> {
             });
             anchored = true;
         }
-        if (t.entries || !anchored) && t.path.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+        // Entries are read through a symlinked directory, so they are watched through it too.
+        let is_dir = if t.entries {
+            t.path.metadata()
+        } else {
+            t.path.symlink_metadata()
+        };
+        if (t.entries || !anchored) && is_dir.is_ok_and(|m| m.is_dir()) {
             wanted.insert(Interest {
                 dir: t.path.to_path_buf(),
                 name: None,

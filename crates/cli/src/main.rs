@@ -18,6 +18,9 @@ use std::io::Read;
 use std::process::ExitCode;
 
 use anyhow::Result;
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
@@ -68,12 +71,18 @@ fn run_command(args: RunArgs) -> Exit {
             return Exit::Failed;
         }
     };
+    // The run is a task on the runtime, not the future `block_on` polls on this thread: every
+    // engine event wakes it, and waking a task is cheap where waking a parked thread is a
+    // futex call and a context switch (10,000 of them for a 10,000-resource graph).
     let result: Result<Exit> = rt.block_on(async move {
-        if args.remote.is_empty() {
-            run::run_local(args, events).await
-        } else {
-            remote_run::run_remote(args, events).await
-        }
+        let run = tokio::spawn(async move {
+            if args.remote.is_empty() {
+                run::run_local(args, events).await
+            } else {
+                remote_run::run_remote(args, events).await
+            }
+        });
+        run.await.unwrap_or_else(|e| Err(anyhow::anyhow!("the run panicked: {e}")))
     });
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {

@@ -5,6 +5,7 @@
 //! converged (exiting is the CLI's business) and never holds its lock across an `.await`.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,44 +26,26 @@ pub struct Converger {
     inner: Arc<Inner>,
 }
 
+/// A participant's flag is its own atomic and the busy ones are counted in another: a vertex
+/// changes its flag several times per check, so a flip is two atomic operations, and only a
+/// change of the count to or from zero takes the lock (to publish). The names are only for
+/// diagnostics, touched when participants come and go.
 #[derive(Debug)]
 struct Inner {
-    participants: Mutex<Participants>,
+    busy: AtomicUsize,
+    next: AtomicU64,
+    names: Mutex<BTreeMap<u64, (Arc<str>, Arc<AtomicBool>)>>,
+    /// Publishing happens under this lock, reading the count afresh, so that two publishes
+    /// racing (one participant turning idle as another turns busy) end on the latest count.
+    publish: Mutex<()>,
     tx: watch::Sender<ConvergedState>,
-}
-
-#[derive(Debug, Default)]
-struct Participants {
-    next: u64,
-    /// id -> (name, busy)
-    all: BTreeMap<u64, (Arc<str>, bool)>,
-    /// How many in `all` are busy (kept so an update is O(log n), not a scan).
-    busy: usize,
-}
-
-impl Participants {
-    /// Sets (or, with `None`, removes) participant `id`'s busy flag, keeping the count.
-    fn set(&mut self, id: u64, busy: Option<bool>) {
-        let was = match busy {
-            Some(b) => self
-                .all
-                .get_mut(&id)
-                .map(|e| std::mem::replace(&mut e.1, b)),
-            None => self.all.remove(&id).map(|e| e.1),
-        };
-        if was == Some(true) {
-            self.busy -= 1;
-        }
-        if busy == Some(true) && was.is_some() {
-            self.busy += 1;
-        }
-    }
 }
 
 /// One participant. It starts busy; dropping it unregisters it.
 #[derive(Debug)]
 pub struct ConvergerHandle {
     id: u64,
+    busy: Arc<AtomicBool>,
     inner: Arc<Inner>,
 }
 
@@ -81,7 +64,10 @@ impl Converger {
         });
         Converger {
             inner: Arc::new(Inner {
-                participants: Mutex::default(),
+                busy: AtomicUsize::new(0),
+                next: AtomicU64::new(0),
+                names: Mutex::default(),
+                publish: Mutex::default(),
                 tx,
             }),
         }
@@ -89,15 +75,19 @@ impl Converger {
 
     /// Adds a participant, busy until it says otherwise.
     pub fn register(&self, name: &str) -> ConvergerHandle {
-        let mut id = 0;
-        self.inner.update(|p| {
-            id = p.next;
-            p.next += 1;
-            p.all.insert(id, (Arc::from(name), true));
-            p.busy += 1;
-        });
+        let id = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        let busy = Arc::new(AtomicBool::new(true));
+        self.inner
+            .names
+            .lock()
+            .expect("converger lock")
+            .insert(id, (Arc::from(name), busy.clone()));
+        if self.inner.busy.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.inner.publish();
+        }
         ConvergerHandle {
             id,
+            busy,
             inner: self.inner.clone(),
         }
     }
@@ -113,10 +103,10 @@ impl Converger {
 
     /// Names of the participants that are busy right now (for diagnostics).
     pub fn busy(&self) -> Vec<String> {
-        let p = self.inner.participants.lock().expect("converger lock");
-        p.all
+        let names = self.inner.names.lock().expect("converger lock");
+        names
             .values()
-            .filter(|(_, busy)| *busy)
+            .filter(|(_, busy)| busy.load(Ordering::Acquire))
             .map(|(name, _)| name.to_string())
             .collect()
     }
@@ -144,12 +134,10 @@ impl Converger {
 }
 
 impl Inner {
-    /// Applies `f` and republishes the state if converged-ness flipped.
-    fn update(&self, f: impl FnOnce(&mut Participants)) {
-        let mut p = self.participants.lock().expect("converger lock");
-        f(&mut p);
-        let all_idle = p.busy == 0;
-        // Publishing under the lock keeps updates from two participants in order.
+    /// Republishes the state if converged-ness differs from the count now.
+    fn publish(&self) {
+        let _order = self.publish.lock().expect("converger lock");
+        let all_idle = self.busy.load(Ordering::Acquire) == 0;
         self.tx.send_if_modified(|s| {
             if s.converged == all_idle {
                 return false;
@@ -161,17 +149,36 @@ impl Inner {
             true
         });
     }
+
+    /// Counts a flip of one participant's flag; publishes when the count leaves or reaches 0.
+    fn flipped(&self, busy: bool) {
+        let edge = if busy {
+            self.busy.fetch_add(1, Ordering::AcqRel) == 0
+        } else {
+            self.busy.fetch_sub(1, Ordering::AcqRel) == 1
+        };
+        if edge {
+            self.publish();
+        }
+    }
 }
 
 impl ConvergerHandle {
     pub fn set_busy(&self, busy: bool) {
-        self.inner.update(|p| p.set(self.id, Some(busy)));
+        if self.busy.swap(busy, Ordering::AcqRel) != busy {
+            self.inner.flipped(busy);
+        }
     }
 }
 
 impl Drop for ConvergerHandle {
     fn drop(&mut self) {
-        self.inner.update(|p| p.set(self.id, None));
+        self.set_busy(false);
+        self.inner
+            .names
+            .lock()
+            .expect("converger lock")
+            .remove(&self.id);
     }
 }
 
@@ -212,6 +219,30 @@ mod tests {
         a.set_busy(false);
         waiter.await.unwrap();
         assert_eq!(Instant::now() - start, Duration::from_secs(22));
+    }
+
+    #[test]
+    fn racing_flips_end_on_the_final_count() {
+        // Threads flip their own participants concurrently; whatever the interleaving of the
+        // publishes, the published state must match the flags at the end.
+        let c = Converger::new();
+        let stay_busy = c.register("last");
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let c = c.clone();
+                s.spawn(move || {
+                    let h = c.register(&format!("t{t}"));
+                    for i in 0..2000 {
+                        h.set_busy(i % 2 == 0);
+                    }
+                    h.set_busy(false);
+                });
+            }
+        });
+        assert!(!c.state().converged, "`last` is still busy");
+        assert_eq!(c.busy(), vec!["last".to_string()]);
+        stay_busy.set_busy(false);
+        assert!(c.state().converged);
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@
 //!
 //! # A vertex's worker
 //!
-//! Each vertex has a worker task and a watch task (owned and awaited by the worker). The watch
+//! Each vertex is one task: its watch and its worker loop, joined (one spawn per vertex). The watch
 //! runs `Resource::watch`; with `meta.poll > 0` a timer replaces it (an event at once, then one
 //! every `poll` seconds). A failed watch is reported (`WatchFailed`) and restarted after
 //! `meta.delay` ms (1 s when that is 0); the worker keeps running meanwhile, and each failure

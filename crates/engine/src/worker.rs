@@ -16,7 +16,6 @@ use resource::{
 };
 use tokio::sync::Notify;
 use tokio::time::{Instant, sleep, sleep_until};
-use tracing::Instrument;
 
 use crate::converger::ConvergerHandle;
 use crate::engine::Shared;
@@ -275,26 +274,28 @@ impl Vertex {
     }
 }
 
-/// The worker task of one vertex: owns its watch task and awaits it before returning.
+/// The task of one vertex: its watch and its check_apply loop, joined in one task (one spawn
+/// and one task allocation per vertex, not two); returns when both have ended.
 pub(crate) async fn run(v: Arc<Vertex>, shared: Arc<Shared>) {
     let (sink, mut events) = EventSink::channel();
-    let watch = shared
-        .tracker
-        .spawn(watch_loop(v.clone(), shared.clone(), sink).in_current_span());
-    let mut limiter = Limiter::new(v.res.meta());
-    // Each round: run check_apply for as long as the vertex is eligible, then sleep until
-    // an event, a poke, or the instant a delay or the rate limit allows the next attempt.
-    while let Some(wake) = settle(&v, &shared, &mut limiter).await {
-        tokio::select! {
-            biased;
-            _ = v.cancel.cancelled() => break,
-            Some(()) = events.recv() => v.on_event(),
-            _ = v.poke.notified() => {}
-            _ = async { sleep_until(wake.expect("guarded")).await }, if wake.is_some() => {}
+    let watch = watch_loop(v.clone(), shared.clone(), sink);
+    let work = async {
+        let mut limiter = Limiter::new(v.res.meta());
+        // Each round: run check_apply for as long as the vertex is eligible, then sleep until
+        // an event, a poke, or the instant a delay or the rate limit allows the next attempt.
+        while let Some(wake) = settle(&v, &shared, &mut limiter).await {
+            tokio::select! {
+                biased;
+                _ = v.cancel.cancelled() => break,
+                Some(()) = events.recv() => v.on_event(),
+                _ = v.poke.notified() => {}
+                _ = async { sleep_until(wake.expect("guarded")).await }, if wake.is_some() => {}
+            }
         }
-    }
-    v.cancel.cancel();
-    let _ = watch.await;
+        // Ends the watch too.
+        v.cancel.cancel();
+    };
+    tokio::join!(watch, work);
     // A removed vertex must not hold convergence back while its Arc lingers.
     v.converger.set_busy(false);
 }

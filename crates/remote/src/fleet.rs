@@ -817,10 +817,11 @@ fn child_command(
     format!(
         "st=$(sed 's/^.*) //' /proc/$$/stat | cut -d' ' -f20); echo \"$$ $st\" > {pid_file}; \
          echo \"mgmt-pid: $$ $st\"; {stat}\
-         if ! printf '%s  %s\\n' {hash} {bin_q} | sha256sum -c --status; then \
+         if ! {check}; then \
          echo \"mgmt-remote: \"{bin_q}\" does not match sha256 {hash}\" >&2; {forget}exit 126; fi; {record}\
          exec {bin_q} {}",
-        args.join(" ")
+        args.join(" "),
+        check = upload::sha256_is(&bin_q, hash),
     )
 }
 

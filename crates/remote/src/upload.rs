@@ -24,6 +24,21 @@ pub(crate) fn quote(s: &str) -> String {
 /// matches: the hash is computed then.
 pub(crate) const STAT_ID: &str = "stat -L -c '%d:%i:%s:%y:%z'";
 
+/// A shell condition that holds when the file named by the shell word `file` (quoted by the
+/// caller) has the sha256 `hash`. OpenSSL's digest when the host has it: it uses the CPU's SHA
+/// instructions, 13 ms for our 13 MB binary where coreutils' `sha256sum` takes 48, and this
+/// runs before every start on every host. Otherwise `sha256sum`. Anything unexpected (neither
+/// tool, an error, odd output) is a mismatch: the binary is refused, never run unchecked. Sets
+/// the shell variable `mh`.
+pub(crate) fn sha256_is(file: &str, hash: &str) -> String {
+    format!(
+        "{{ mh=$(openssl dgst -sha256 -r {file} 2>/dev/null) || mh=; mh=${{mh%% *}}; \
+         [ ${{#mh}} -eq 64 ] || {{ mh=$(sha256sum {file} 2>/dev/null) || mh=; mh=${{mh%% *}}; }}; \
+         [ \"$mh\" = {hash} ]; }}",
+        hash = quote(hash)
+    )
+}
+
 /// Where the cached binary's stamp lives: the `STAT_ID` of the file as it was when its hash was
 /// last found right (written by the child's wrapper, which hashes it before every start). It
 /// only lets the probe skip a second hash of the same file; it never lets a binary run unchecked.
@@ -61,8 +76,9 @@ pub(crate) async fn probe(
              v=$({STAT_ID} \"$c/mgmt\" 2>/dev/null) || v=; w=; \
              if [ -f \"$c.verified\" ]; then read -r w < \"$c.verified\" || w=; fi; \
              if [ -f \"$c/mgmt\" ] && {{ {{ [ -n \"$v\" ] && [ \"$v\" = \"$w\" ]; }} \
-             || echo \"{hash}  $c/mgmt\" | sha256sum -c --status 2>/dev/null; }}; \
-             then s=hit; else s=miss; fi"
+             || {check}; }}; \
+             then s=hit; else s=miss; fi",
+            check = sha256_is("\"$c/mgmt\"", hash)
         )
     } else {
         "c=\"$r\"; s=miss".to_string()
@@ -132,10 +148,11 @@ pub(crate) async fn upload_binary(
             tracing::info!(host = %s.label, "no sftp subsystem, streaming the binary over exec");
             let script = format!(
                 "umask 077; t=$(mktemp {dir}/.mgmt.XXXXXXXX) || exit 1; \
-                 if cat > \"$t\" && echo \"{hash}  $t\" | sha256sum -c --status && chmod 0755 \"$t\" \
+                 if cat > \"$t\" && {check} && chmod 0755 \"$t\" \
                  && mv -f \"$t\" {target}; then exit 0; else rm -f \"$t\"; exit 1; fi",
                 dir = quote(dir),
                 target = quote(&target),
+                check = sha256_is("\"$t\"", hash),
             );
             s.run_ok("binary upload", &sh(&script), Some(bytes), Step::Upload)
                 .await?;

@@ -10,7 +10,6 @@ use resource::{
     ApplyCtx, CancellationToken, EventSink, Meta, Mode, Outcome, Resource, ResourceError, WatchCtx,
 };
 use serde_json::Value;
-use tokio::sync::mpsc;
 
 /// Generous: only a broken implementation waits this long.
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -46,7 +45,7 @@ pub async fn check(res: &Arc<dyn Resource>) -> Result<Outcome, ResourceError> {
 
 /// A running watch: its events, its cancel token and the task to await after cancelling.
 pub struct Watching {
-    pub events: mpsc::Receiver<()>,
+    pub events: resource::EventReceiver,
     pub cancel: CancellationToken,
     pub task: tokio::task::JoinHandle<Result<(), ResourceError>>,
 }

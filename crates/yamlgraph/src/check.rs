@@ -3,7 +3,8 @@
 //!
 //! Never does IO. Resources are built through the registry's pure `build` functions.
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 
 use resource::{BuildError, KindInfo, Meta, Registry, ResId};
 use serde_json::{Map, Value};
@@ -59,19 +60,23 @@ struct Declared {
 
 struct Cx<'a> {
     file: &'a str,
-    lines: Vec<&'a str>,
+    text: &'a str,
+    /// The lines of `text`, split on the first diagnostic (a valid graph never needs them).
+    lines: Option<Vec<&'a str>>,
     registry: &'a Registry,
     diags: Vec<Diagnostic>,
-    declared: BTreeMap<ResId, Declared>,
+    /// Hashed: a large graph declares many resources, and only diagnostics want them in order.
+    declared: HashMap<ResId, Declared>,
 }
 
 pub(crate) fn parse(file: &str, text: &str, registry: &Registry) -> Result<GraphSpec, Diagnostics> {
     let mut cx = Cx {
         file,
-        lines: text.lines().collect(),
+        text,
+        lines: None,
         registry,
         diags: Vec::new(),
-        declared: BTreeMap::new(),
+        declared: HashMap::new(),
     };
     let spec = cx.document(text);
     match spec {
@@ -81,6 +86,25 @@ pub(crate) fn parse(file: &str, text: &str, registry: &Registry) -> Result<Graph
             Err(Diagnostics(cx.diags))
         }
     }
+}
+
+/// A resource's parameters again, for another build: each field's JSON, but the text as
+/// written for the fields in `as_text`. Every value converted once already, so none fails here.
+fn retry_params(
+    values: &[(&str, &Node)],
+    as_text: &BTreeMap<&str, BuildError>,
+) -> Map<String, Value> {
+    values
+        .iter()
+        .filter_map(|&(key, v)| {
+            let json = if as_text.contains_key(key) {
+                Value::String(yaml::plain_text_of_non_string(v)?)
+            } else {
+                yaml::to_json(v).ok()?
+            };
+            Some((key.to_string(), json))
+        })
+        .collect()
 }
 
 /// The top-level keys, each kept until the whole mapping has been read.
@@ -97,13 +121,15 @@ struct Top<'n> {
 
 impl Cx<'_> {
     fn error(&mut self, mut pos: Pos, message: impl Into<String>, help: Option<String>) {
+        let text = self.text;
+        let lines = self.lines.get_or_insert_with(|| text.lines().collect());
         // The parser reports an unexpected end of input on the line after the last one; point
         // at the end of the last line instead, where the missing text belongs.
-        if pos.line > self.lines.len()
-            && let Some(last) = self.lines.last()
+        if pos.line > lines.len()
+            && let Some(last) = lines.last()
         {
             pos = Pos {
-                line: self.lines.len(),
+                line: lines.len(),
                 col: last.chars().count() + 1,
                 width: 1,
             };
@@ -114,18 +140,13 @@ impl Cx<'_> {
             col: pos.col,
             message: message.into(),
             help,
-            source_line: self
-                .lines
-                .get(pos.line - 1)
-                .copied()
-                .unwrap_or("")
-                .to_string(),
+            source_line: lines.get(pos.line - 1).copied().unwrap_or("").to_string(),
             width: pos.width,
         });
     }
 
     /// A mapping key as text, or an error at it.
-    fn key(&mut self, k: &Node) -> Option<String> {
+    fn key<'n>(&mut self, k: &'n Node) -> Option<&'n str> {
         match yaml::text(k) {
             Ok(Some(s)) => Some(s),
             Ok(None) => {
@@ -142,7 +163,7 @@ impl Cx<'_> {
     /// An optional string value (null = unset).
     fn string(&mut self, what: &str, v: &Node) -> Option<String> {
         match yaml::text(v) {
-            Ok(s) => s,
+            Ok(s) => s.map(str::to_string),
             Err(e) => {
                 self.error(Pos::of(v), format!("invalid `{what}`: {e}"), None);
                 None
@@ -179,7 +200,7 @@ impl Cx<'_> {
         // A file of comments only loads as an empty document: treat it as an empty file.
         let docs: Vec<&Node> = docs
             .iter()
-            .filter(|d| !matches!(d.data, saphyr::YamlDataOwned::BadValue))
+            .filter(|d| !yaml::is_empty_document(d))
             .collect();
         if let Some(extra) = docs.get(1) {
             self.error(
@@ -215,7 +236,7 @@ impl Cx<'_> {
         let mut top = Top::default();
         for (k, v) in entries {
             let Some(key) = self.key(k) else { continue };
-            match key.as_str() {
+            match key {
                 "graph" => top.graph = Some((k, v)),
                 "comment" => top.comment = Some(v),
                 "remote" => top.remote = Some(v),
@@ -320,11 +341,19 @@ impl Cx<'_> {
             );
             return out;
         };
+        // One entry per resource: made room for at once rather than rehashed as they come.
+        let count = yaml::mapping(v)
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, list)| yaml::sequence(list))
+            .map(<[Node]>::len)
+            .sum();
+        self.declared.reserve(count);
         for (k, list) in entries {
             let Some(kind) = self.key(k) else { continue };
-            let info = self.kind_info(&kind, Pos::of(k));
-            for item in self.list(&kind, list) {
-                if let Some(spec) = self.resource(&kind, info, item) {
+            let info = self.kind_info(kind, Pos::of(k));
+            for item in self.list(kind, list) {
+                if let Some(spec) = self.resource(kind, info, item) {
                     out.push(spec);
                 }
             }
@@ -374,10 +403,10 @@ impl Cx<'_> {
         };
         let mut name_node = None;
         let mut meta_node = None;
-        let mut fields: Vec<(String, &Node, &Node)> = Vec::new();
+        let mut fields: Vec<(&str, &Node, &Node)> = Vec::new();
         for (k, v) in entries {
             let Some(key) = self.key(k) else { continue };
-            match key.as_str() {
+            match key {
                 "name" => name_node = Some(v),
                 "meta" => meta_node = Some(v),
                 _ => fields.push((key, k, v)),
@@ -402,30 +431,32 @@ impl Cx<'_> {
             return None;
         }
         let id = ResId::new(kind, &name);
-        if let Some(first) = self.declared.get(&id) {
-            let line = first.pos.line;
-            self.error(
-                name_pos,
-                format!("duplicate resource `{id}`"),
-                Some(format!("`{id}` is first defined on line {line}")),
-            );
-            return None;
+        match self.declared.entry(id.clone()) {
+            Entry::Occupied(first) => {
+                let line = first.get().pos.line;
+                self.error(
+                    name_pos,
+                    format!("duplicate resource `{id}`"),
+                    Some(format!("`{id}` is first defined on line {line}")),
+                );
+                return None;
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(Declared {
+                    exported,
+                    pos: name_pos,
+                });
+            }
         }
-        self.declared.insert(
-            id.clone(),
-            Declared {
-                exported,
-                pos: name_pos,
-            },
-        );
         let info = info?;
 
         let meta = self.meta(meta_node);
         let mut ok = meta.is_some();
         let mut params = Map::new();
-        let mut values: BTreeMap<&str, &Node> = BTreeMap::new();
-        for (key, k, v) in &fields {
-            if !info.fields.contains(&key.as_str()) {
+        // The fields given a value, in file order, to rebuild `params` for a retry.
+        let mut values: Vec<(&str, &Node)> = Vec::new();
+        for &(key, k, v) in &fields {
+            if !info.fields.contains(&key) {
                 let mut valid: Vec<&str> = info.fields.to_vec();
                 valid.extend(["name", "meta"]);
                 self.error(
@@ -436,14 +467,12 @@ impl Cx<'_> {
                 ok = false;
                 continue;
             }
-            // mgmt's graphs write an empty value to mean "unset": leave the field out.
-            if yaml::is_null(v) {
-                continue;
-            }
             match yaml::to_json(v) {
+                // mgmt's graphs write an empty value to mean "unset": leave the field out.
+                Ok(Value::Null) => {}
                 Ok(j) => {
-                    params.insert(key.clone(), j);
-                    values.insert(key, v);
+                    params.insert(key.to_string(), j);
+                    values.push((key, v));
                 }
                 Err((pos, msg)) => {
                     self.error(
@@ -459,9 +488,15 @@ impl Cx<'_> {
             return None;
         }
         let meta = meta.unwrap_or_default();
-        let mut first_errors: BTreeMap<String, BuildError> = BTreeMap::new();
+        // Fields retried as their text, each with the error its typed value got.
+        let mut first_errors: BTreeMap<&str, BuildError> = BTreeMap::new();
+        // Builders take the parameters by value: only a retry (rare) needs them again.
+        let mut first_params = Some(params);
         loop {
-            let err = match (info.build)(&name, Value::Object(params.clone()), meta.clone()) {
+            let params = first_params
+                .take()
+                .unwrap_or_else(|| retry_params(&values, &first_errors));
+            let err = match (info.build)(&name, Value::Object(params), meta.clone()) {
                 Ok(resource) => {
                     return Some(ResourceSpec {
                         resource,
@@ -471,28 +506,27 @@ impl Cx<'_> {
                 }
                 Err(e) => e,
             };
-            // The failing top-level field (`fields.x` or `sema[0]` belong to `fields`, `sema`).
+            // The failing top-level field (`fields.x` or `sema[0]` belong to `fields`, `sema`),
+            // as given in the file (the last time, should it be given twice).
             let field = err
                 .field
                 .as_deref()
-                .map(|f| f.split(['.', '[']).next().unwrap_or(f).to_string());
-            let node = field.as_deref().and_then(|f| values.get(f).copied());
-            if let (Some(f), Some(v)) = (&field, node)
-                && !first_errors.contains_key(f)
-                && let Some(text) = yaml::plain_text_of_non_string(v)
+                .map(|f| f.split(['.', '[']).next().unwrap_or(f));
+            let given = field.and_then(|f| values.iter().rev().find(|(k, _)| *k == f).copied());
+            if let Some((key, v)) = given
+                && !first_errors.contains_key(key)
+                && yaml::plain_text_of_non_string(v).is_some()
             {
                 // mgmt read `content: 42` or `cmd: true` into string fields as their text:
                 // try the text before reporting the typed value as wrong.
-                first_errors.insert(f.clone(), err);
-                params.insert(f.clone(), Value::String(text));
+                first_errors.insert(key, err);
                 continue;
             }
-            let err = field
-                .as_ref()
-                .and_then(|f| first_errors.remove(f))
+            let err = given
+                .and_then(|(key, _)| first_errors.remove(key))
                 .unwrap_or(err);
             // Builders name the field in their message; the position says where it is.
-            let at = node.map(Pos::of).unwrap_or(name_pos);
+            let at = given.map(|(_, v)| Pos::of(v)).unwrap_or(name_pos);
             self.error(at, format!("invalid `{id}`: {}", err.message), None);
             return None;
         }
@@ -518,11 +552,11 @@ impl Cx<'_> {
                 ok = false;
                 continue;
             };
-            if !META_KEYS.contains(&key.as_str()) {
+            if !META_KEYS.contains(&key) {
                 self.error(
                     Pos::of(k),
                     format!("unknown meta field `{key}`"),
-                    Some(help_for(&key, "meta fields", META_KEYS)),
+                    Some(help_for(key, "meta fields", META_KEYS)),
                 );
                 ok = false;
                 continue;
@@ -545,7 +579,7 @@ impl Cx<'_> {
                 },
             };
             let mut one = Map::new();
-            one.insert(key.clone(), json.clone());
+            one.insert(key.to_string(), json.clone());
             if let Err(e) = serde_json::from_value::<Meta>(Value::Object(one)) {
                 self.error(
                     Pos::of(v),
@@ -555,7 +589,7 @@ impl Cx<'_> {
                 ok = false;
                 continue;
             }
-            obj.insert(key, json);
+            obj.insert(key.to_string(), json);
         }
         if !ok {
             return None;
@@ -601,7 +635,7 @@ impl Cx<'_> {
                 ok = false;
                 continue;
             };
-            match key.as_str() {
+            match key {
                 "name" => name = self.string("name", v).unwrap_or_default(),
                 "from" => {
                     from_seen = true;
@@ -688,7 +722,7 @@ impl Cx<'_> {
                 ok = false;
                 continue;
             };
-            match key.as_str() {
+            match key {
                 // `res` and `type` are what mgmt's first releases called `kind`.
                 "kind" | "res" | "type" => {
                     kind = self.string("kind", val).map(|s| s.to_lowercase())
@@ -739,12 +773,15 @@ impl Cx<'_> {
             }
             Some(_) if plain == id => Some(id),
             _ => {
-                let local: Vec<String> = self
+                let mut local: Vec<&ResId> = self
                     .declared
                     .iter()
                     .filter(|(_, d)| !d.exported)
-                    .map(|(id, _)| id.to_string())
+                    .map(|(id, _)| id)
                     .collect();
+                // In order, so that a tie between suggestions always goes the same way.
+                local.sort();
+                let local: Vec<String> = local.into_iter().map(ResId::to_string).collect();
                 let wanted = id.to_string();
                 let help = crate::diag::suggest(&wanted, local.iter().map(String::as_str))
                     .map(|s| format!("did you mean `{s}`?"));
@@ -915,7 +952,7 @@ impl Cx<'_> {
                     ok = false;
                     continue;
                 };
-                match key.as_str() {
+                match key {
                     "kind" | "type" => {
                         kind = self
                             .string("kind", val)

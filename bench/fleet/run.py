@@ -307,32 +307,25 @@ def mgmt_graph(h: Host, line: str, probe: str = "0") -> str:
     r.append(f"  - name: xdir\n    path: {XDIR}/\n    mode: \"0755\"\n")
     r.append(f"  - name: probe\n    path: {XDIR}/probe\n    mode: \"0644\"\n    content: {yq(probe + chr(10))}\n")
     # The exchange: every host exports its line as a small file; every host collects all of
-    # them into LINES/ (in-process file checks, no process), and each collected file notifies
-    # one exec that concatenates the directory into TREE/lines. The glob lists the files in
-    # byte order (dash sorts with strcmp), which is the order of the lines. Guard and command
-    # read the files with the shell's `read` (a builtin): processes are what an export change
-    # costs each host, so the guard is one `sh` (a warm run costs nothing more) and the rewrite
-    # `sh` + `mv` (atomic: temp file, rename; `umask` makes it 0644), where `cat | cmp` and
-    # `cat > tmp && mv` take six. A last line without its newline is dropped when reading, so a
-    # file missing it never compares equal. Applying the collected files and the exec is part
-    # of the collecting host's run, so a host is not converged before its file is complete.
+    # them into LINES/, and the file `lines` is TREE/lines built from `fragments: [LINES/]`:
+    # the directory's files in byte order of their names (the hosts' order, as the checker's
+    # all_lines sorts them), concatenated, compared and written atomically in-process. No
+    # process runs per export change (an exec took `sh` + `mv`, and `sh` for its guard), and
+    # the collected files' own temp files (dotfiles) are never concatenated. Each collected
+    # file notifies `lines`, and its watch follows LINES/ too. Applying the collected files and
+    # `lines` is part of the collecting host's run, so a host is not converged before its file
+    # is complete.
     r.append(f"  - name: linesdir\n    path: {LINES}/\n    mode: \"0755\"\n")
     r.append(f"  - name: \"@@line-{h.name}\"\n    path: /fleet-line/{h.name}\n    mode: \"0644\"\n"
              f"    content: {yq(line + chr(10))}\n")
+    r.append(f"  - name: lines\n    path: {TREE}/lines\n    mode: \"0644\"\n    fragments: [{LINES}/]\n")
     r.append("  exec:\n")
     r.append(f"  - name: marker\n    cmd: echo ready > {TREE}/marker\n    shell: /bin/sh\n"
              f"    creates: {TREE}/marker\n")
-    read_all = f's=; for f in {LINES}/*; do while IFS= read -r l; do s="$s$l\n"; done < "$f"; done'
-    tmp = f"{TREE}/.lines.tmp"
-    guard = (f'{read_all}; t=; if [ -f {TREE}/lines ]; then while IFS= read -r l; do t="$t$l\n"; '
-             f'done < {TREE}/lines; fi; [ "$s" != "$t" ]')
-    cmd = f'umask 022; {read_all}; printf %s "$s" > {tmp} && mv {tmp} {TREE}/lines'
-    r.append(f"  - name: lines\n    cmd: {yq(cmd)}\n    shell: /bin/sh\n"
-             f"    ifcmd: {yq(guard)}\n    ifshell: /bin/sh\n")
     r.append("edges:\n")
     r.append("- name: tree-marker\n  from: {kind: file, name: tree}\n  to: {kind: exec, name: marker}\n")
-    r.append("- name: tree-lines\n  from: {kind: file, name: tree}\n  to: {kind: exec, name: lines}\n")
-    r.append(f"collect:\n- kind: file\n  pattern: {LINES}/\n  notify:\n  - {{kind: exec, name: lines}}\n")
+    r.append("- name: tree-lines\n  from: {kind: file, name: tree}\n  to: {kind: file, name: lines}\n")
+    r.append(f"collect:\n- kind: file\n  pattern: {LINES}/\n  notify:\n  - {{kind: file, name: lines}}\n")
     return "".join(r)
 
 
@@ -568,8 +561,8 @@ def measure(bed: Bed, cmd: list[str], cwd: Path, env: dict, timeout: float = 900
 
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-# The desired state's resources but the exchange (H collected line files and the exec that
-# concatenates them, which may run more than once while the other hosts' lines arrive).
+# The desired state's resources but the exchange (H collected line files and the file `lines`
+# built from them, which may change more than once while the other hosts' lines arrive).
 CORE = ({f"file[f{i:02d}]" for i in range(1, NFILES + 1)}
         | {"file[tree]", "file[hostname]", "exec[marker]"})
 
@@ -607,7 +600,7 @@ def mgmt_counts(out: str) -> dict:
                     c["core"].append(m.group(1))
                 elif m.group(1).startswith("file[line-"):
                     c["lines"] += 1
-                elif m.group(1) == "exec[lines]":
+                elif m.group(1) == "file[lines]":
                     c["concat"] += 1
         elif ev["event"] == "host_failed":
             c["failed"] += 1

@@ -82,7 +82,8 @@ fn run_command(args: RunArgs) -> Exit {
                 remote_run::run_remote(args, events).await
             }
         });
-        run.await.unwrap_or_else(|e| Err(anyhow::anyhow!("the run panicked: {e}")))
+        run.await
+            .unwrap_or_else(|e| Err(anyhow::anyhow!("the run panicked: {e}")))
     });
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {

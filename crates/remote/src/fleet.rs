@@ -753,6 +753,9 @@ async fn setup(
     })
 }
 
+/// How the child's wrapper starts what it says about the binary it refuses to start.
+const WRAPPER_PREFIX: &str = "mgmt-remote: ";
+
 /// The remote command line. The wrapper prints the pid (and its start time, so a recycled pid
 /// is never killed) before anything else, and refuses a binary whose hash is wrong: this is the
 /// check every start goes through. With `stamp` (the cache's, see `upload::stamp_path`) it then
@@ -818,7 +821,7 @@ fn child_command(
         "st=$(sed 's/^.*) //' /proc/$$/stat | cut -d' ' -f20); echo \"$$ $st\" > {pid_file}; \
          echo \"mgmt-pid: $$ $st\"; {stat}\
          if ! {check}; then \
-         echo \"mgmt-remote: \"{bin_q}\" does not match sha256 {hash}\" >&2; {forget}exit 126; fi; {record}\
+         echo \"{WRAPPER_PREFIX}\"{bin_q}\" does not match sha256 {hash}\" >&2; {forget}exit 126; fi; {record}\
          exec {bin_q} {}",
         args.join(" "),
         check = upload::sha256_is(&bin_q, hash),
@@ -885,6 +888,8 @@ async fn supervise(
     let mut updates = t.updates.take();
     let mut extra_updates = extras.updates.take();
     let mut exec_refused = false;
+    // What the wrapper said when it refused to start the binary (see `child_command`).
+    let mut wrapper_refusal: Option<String> = None;
     loop {
         tokio::select! {
             msg = r.channel.wait() => match msg {
@@ -902,6 +907,11 @@ async fn supervise(
                 }
                 Some(ChannelMsg::ExtendedData { data, .. }) => {
                     for line in err.push(&data) {
+                        if pid.is_some() && wrapper_refusal.is_none()
+                            && let Some(said) = line.strip_prefix(WRAPPER_PREFIX)
+                        {
+                            wrapper_refusal = Some(said.to_string());
+                        }
                         shared.emit(RemoteEvent::Output { host: host.clone(), line }).await;
                     }
                 }
@@ -981,6 +991,15 @@ async fn supervise(
         }
     } else if stopping || exit == Some(ChildExit::Code(0)) {
         HostOutcome::Done
+    } else if let (Some(ChildExit::Code(126)), Some(said)) = (&exit, wrapper_refusal) {
+        HostOutcome::Failed {
+            step: Step::Exec,
+            error: Arc::new(Error::Protocol {
+                host: host.clone(),
+                step: Step::Exec,
+                message: format!("refused to start: {said}; it was not run"),
+            }),
+        }
     } else {
         HostOutcome::Failed {
             step: Step::Run,

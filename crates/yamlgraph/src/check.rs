@@ -197,11 +197,6 @@ impl Cx<'_> {
                 return None;
             }
         };
-        // A file of comments only loads as an empty document: treat it as an empty file.
-        let docs: Vec<&Node> = docs
-            .iter()
-            .filter(|d| !yaml::is_empty_document(d))
-            .collect();
         if let Some(extra) = docs.get(1) {
             self.error(
                 Pos::of(extra),
@@ -213,7 +208,7 @@ impl Cx<'_> {
             );
         }
         let missing_graph = Some("start the file with `graph: NAME`".to_string());
-        let Some(root) = docs.first().copied() else {
+        let Some(root) = docs.first() else {
             self.error(
                 Pos::start(),
                 "missing `graph`: the file is empty",

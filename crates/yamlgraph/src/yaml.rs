@@ -31,8 +31,6 @@ pub(crate) enum Data {
     Mapping(Vec<(Node, Node)>),
     /// A collection with a tag outside the core schema, which nothing here reads.
     Tagged(Box<Tag>, Box<Node>),
-    /// A document with no node at all (a file of comments).
-    Empty,
 }
 
 /// How much aliases may expand, over a whole load: each alias copies its anchor's nodes, so a
@@ -71,7 +69,6 @@ impl PartialEq for Data {
             (Data::Sequence(a), Data::Sequence(b)) => a == b,
             (Data::Mapping(a), Data::Mapping(b)) => a == b,
             (Data::Tagged(t1, a), Data::Tagged(t2, b)) => t1 == t2 && a == b,
-            (Data::Empty, Data::Empty) => true,
             _ => false,
         }
     }
@@ -87,7 +84,6 @@ impl Hash for Data {
             Data::Sequence(items) => items.hash(state),
             Data::Mapping(entries) => entries.hash(state),
             Data::Tagged(tag, node) => (tag, node).hash(state),
-            Data::Empty => {}
         }
     }
 }
@@ -159,11 +155,6 @@ pub(crate) fn load(text: &str) -> Result<Vec<Node>, SyntaxError> {
         pos: Pos::at(mark),
         message,
     })
-}
-
-/// True for a document with nothing in it (a file of comments only).
-pub(crate) fn is_empty_document(node: &Node) -> bool {
-    matches!(node.data, Data::Empty)
 }
 
 /// Builds nodes from the parser's events.
@@ -238,7 +229,6 @@ impl Budget {
                 self.text = self.text.checked_sub(tag_len(tag)).ok_or(TEXT)?;
                 self.charge(inner)?;
             }
-            Data::Empty => {}
         }
         Ok(())
     }
@@ -349,11 +339,9 @@ impl<'input> SpannedEventReceiver<'input> for Loader {
         match ev {
             Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentStart(_) => {}
             Event::DocumentEnd => {
-                let doc = self.root.take().unwrap_or(Node {
-                    span,
-                    data: Data::Empty,
-                });
-                self.docs.push(doc);
+                // The parser gives every document a node, an empty scalar at least (a file of
+                // comments only has no document at all).
+                self.docs.extend(self.root.take());
                 // Anchors do not reach across documents (the parser forgets their names).
                 self.anchors.clear();
             }
@@ -416,7 +404,6 @@ pub(crate) fn scalar(node: &Node) -> Result<Option<Scalar<'_>>, String> {
     let (text, style, tag) = match &node.data {
         Data::Scalar(text, style, tag) => (text.as_str(), *style, tag.as_deref()),
         Data::Tagged(tag, _) => return Err(unsupported(tag)),
-        Data::Empty => return Err("invalid value".to_string()),
         Data::Mapping(_) | Data::Sequence(_) => return Ok(None),
     };
     let Some(tag) = tag else {
@@ -621,5 +608,271 @@ mod tests {
                 width: 4
             }
         );
+    }
+
+    fn error(text: &str) -> SyntaxError {
+        load(text).expect_err("invalid yaml")
+    }
+
+    fn value<'n>(doc: &'n Node, key: &str) -> &'n Node {
+        mapping(doc)
+            .expect("mapping")
+            .find(|(k, _)| text(k).ok().flatten() == Some(key))
+            .map(|(_, v)| v)
+            .expect("key present")
+    }
+
+    fn at(line: usize, col: usize, width: usize) -> Pos {
+        Pos { line, col, width }
+    }
+
+    #[test]
+    fn strings_that_look_like_nothing_else_resolve_as_strings() {
+        let doc =
+            one("a: /tmp/f0\nb: f0\nc: nul\nd: True\ne: -.inf\nf: ~\ng: Null\nh: +1\ni: .5\n");
+        let json = to_json(&doc).expect("convertible");
+        assert_eq!(json["a"], "/tmp/f0");
+        assert_eq!(json["b"], "f0");
+        assert_eq!(json["c"], "nul");
+        assert_eq!(json["d"], true);
+        assert_eq!(json["e"], "-.inf");
+        assert!(json["f"].is_null());
+        assert!(json["g"].is_null());
+        assert_eq!(json["h"], 1);
+        assert_eq!(json["i"], 0.5);
+    }
+
+    #[test]
+    fn multi_line_scalars_underline_their_first_character() {
+        let doc = one("a: |\n  one\n  two\nb: \"x\n  y\"\nc: plain\n  more\nd: 'one line'\n");
+        // A block scalar starts where its text does.
+        assert_eq!(Pos::of(value(&doc, "a")), at(2, 3, 1));
+        assert_eq!(Pos::of(value(&doc, "b")), at(4, 4, 1));
+        assert_eq!(Pos::of(value(&doc, "c")), at(6, 4, 1));
+        assert_eq!(Pos::of(value(&doc, "d")), at(8, 4, 10));
+        assert_eq!(text(value(&doc, "a")), Ok(Some("one\ntwo\n")));
+        assert_eq!(text(value(&doc, "c")), Ok(Some("plain more")));
+    }
+
+    #[test]
+    fn collections_underline_one_character_at_their_start() {
+        let doc = one("a: {k: v}\nb:\n  - x\n");
+        assert_eq!(Pos::of(value(&doc, "a")), at(1, 4, 1));
+        assert_eq!(Pos::of(value(&doc, "b")), at(3, 3, 1));
+    }
+
+    #[test]
+    fn aliases_copy_the_anchored_node_and_sit_where_they_are_written() {
+        let doc = one("a: &x {k: v, l: [1, 2]}\nb: *x\nc: &s text\nd: *s\n");
+        let json = to_json(&doc).expect("convertible");
+        assert_eq!(json["b"], serde_json::json!({"k": "v", "l": [1, 2]}));
+        assert_eq!(json["d"], "text");
+        assert_eq!(Pos::of(value(&doc, "b")), at(2, 4, 1));
+        assert_eq!(Pos::of(value(&doc, "d")), at(4, 4, 2));
+        // What is inside an alias is where the anchor wrote it.
+        let (k, _) = mapping(value(&doc, "b"))
+            .expect("mapping")
+            .next()
+            .expect("k");
+        assert_eq!(Pos::of(k), at(1, 8, 1));
+    }
+
+    #[test]
+    fn aliases_may_not_expand_past_the_node_budget() {
+        // Each level holds ten copies of the one before: 10^6 strings at the last level.
+        let mut text = String::from("a0: &a0 [lol]\n");
+        for i in 1..=6 {
+            let p = i - 1;
+            text.push_str(&format!(
+                "a{i}: &a{i} [{}]\n",
+                vec![format!("*a{p}"); 10].join(", ")
+            ));
+        }
+        let e = error(&text);
+        assert_eq!(
+            e.message,
+            "alias expansion exceeded the maximum node budget (possible billion-laughs attack)"
+        );
+        assert_eq!(
+            e.pos.line, 6,
+            "the first alias over budget is on the 10^5 line"
+        );
+        // Four levels (11,110 nodes copied) are fine.
+        let ok: String = text.lines().take(5).map(|l| format!("{l}\n")).collect();
+        assert!(load(&ok).is_ok());
+    }
+
+    #[test]
+    fn aliases_may_not_copy_more_text_than_the_budget() {
+        let long = "x".repeat(1 << 20);
+        let copies = vec!["*t"; 17].join(", ");
+        let e = error(&format!("t: &t {long}\nu: [{copies}]\n"));
+        assert_eq!(
+            e.message,
+            "alias expansion exceeded the maximum text budget (possible billion-laughs attack)"
+        );
+        // `u: [` and sixteen `*t, ` before the alias over budget.
+        assert_eq!((e.pos.line, e.pos.col), (2, 5 + 4 * 16));
+        let copies = vec!["*t"; 15].join(", ");
+        assert!(load(&format!("t: &t {long}\nu: [{copies}]\n")).is_ok());
+    }
+
+    #[test]
+    fn duplicate_keys_are_an_error_at_the_second_key_at_any_depth() {
+        let e = error("a:\n  b: 1\n  c:\n    d: 1\n    d: 2\n");
+        assert_eq!(e.message, "duplicated key in mapping");
+        assert_eq!(e.pos, at(5, 5, 1));
+        let e = error("- {x: 1, y: 2, x: 3}\n");
+        assert_eq!(e.pos, at(1, 16, 1));
+        // A collection as a key is a duplicate when its contents are equal.
+        let e = error("? [a, b]\n: 1\n? [a, b]\n: 2\n");
+        assert_eq!(e.pos, at(3, 3, 1));
+        assert!(load("? [a, b]\n: 1\n? [b, a]\n: 2\n").is_ok());
+        // Aliases copy keys too.
+        let e = error("a: &k key\nm:\n  *k : 1\n  key: 2\n");
+        assert_eq!(e.pos, at(4, 3, 1));
+    }
+
+    #[test]
+    fn duplicate_keys_are_found_in_large_mappings() {
+        let keys: Vec<String> = (0..100).map(|i| format!("k{i}: {i}\n")).collect();
+        let doc = one(&keys.concat());
+        assert_eq!(mapping(&doc).expect("mapping").count(), 100);
+        for dup in [0, 15, 16, 17, 99] {
+            let text = format!("{}k{dup}: again\n", keys.concat());
+            let e = error(&text);
+            assert_eq!(e.message, "duplicated key in mapping");
+            assert_eq!(e.pos, at(101, 1, 1), "duplicate of k{dup}");
+        }
+    }
+
+    #[test]
+    fn an_error_in_the_text_wins_over_a_duplicate_key_before_it() {
+        let e = error("a: 1\na: 2\nb: [\n");
+        assert_ne!(e.message, "duplicated key in mapping");
+    }
+
+    #[test]
+    fn every_document_loads_and_an_empty_one_is_empty() {
+        let docs = load("a: 1\n---\n# nothing\n---\n- b\n").expect("valid");
+        assert_eq!(docs.len(), 3);
+        assert!(mapping(&docs[0]).is_some());
+        // After `---` a document holds at least an empty scalar.
+        assert!(is_null(&docs[1]));
+        assert!(sequence(&docs[2]).is_some());
+        assert!(load("# only a comment\n").expect("valid").is_empty());
+        assert!(load("").expect("valid").is_empty());
+        // Anchors belong to their document.
+        assert!(load("a: &x 1\n---\nb: *x\n").is_err());
+    }
+
+    #[test]
+    fn tags_outside_the_core_schema_are_kept_and_refused() {
+        let doc = one("a: !foo {k: v}\nb: !bar text\nc: !!map {k: v}\nd: !!int x\n");
+        let a = value(&doc, "a");
+        assert!(mapping(a).is_none());
+        assert_eq!(
+            scalar(a).err().as_deref(),
+            Some("YAML tag `!foo` is not supported here")
+        );
+        assert_eq!(describe(a), "an unreadable value");
+        assert_eq!(
+            scalar(value(&doc, "b")).err().as_deref(),
+            Some("YAML tag `!bar` is not supported here")
+        );
+        assert!(mapping(value(&doc, "c")).is_some());
+        assert_eq!(
+            scalar(value(&doc, "d")).err().as_deref(),
+            Some("`x` is not a valid !!int")
+        );
+    }
+
+    /// What saphyr's own loader (which these nodes replaced) made of `text`, or its error.
+    fn saphyr_load(text: &str) -> Result<Vec<saphyr::MarkedYamlOwned>, (Pos, String)> {
+        let mut loader: saphyr::YamlLoader<'_, saphyr::MarkedYamlOwned> =
+            saphyr::YamlLoader::default();
+        loader.early_parse(false);
+        let result = Parser::new_from_str(text).load(&mut loader, true);
+        match result.err().or_else(|| loader.error().cloned()) {
+            Some(e) => Err((Pos::at(*e.marker()), e.info().to_string())),
+            None => Ok(loader.into_documents()),
+        }
+    }
+
+    fn assert_same_as_saphyr(ours: &Node, theirs: &saphyr::MarkedYamlOwned, text: &str) {
+        use saphyr::YamlDataOwned as D;
+        assert_eq!(ours.span, theirs.span, "span in {text:?}");
+        match (&ours.data, &theirs.data) {
+            (Data::Scalar(t, s, g), D::Representation(t2, s2, g2)) => {
+                assert_eq!((t, s, g.as_deref()), (t2, s2, g2.as_ref()), "in {text:?}");
+            }
+            (Data::Sequence(a), D::Sequence(b)) => {
+                assert_eq!(a.len(), b.len(), "in {text:?}");
+                for (a, b) in a.iter().zip(b) {
+                    assert_same_as_saphyr(a, b, text);
+                }
+            }
+            (Data::Mapping(a), D::Mapping(b)) => {
+                assert_eq!(a.len(), b.len(), "in {text:?}");
+                for ((ka, va), (kb, vb)) in a.iter().zip(b.iter()) {
+                    assert_same_as_saphyr(ka, kb, text);
+                    assert_same_as_saphyr(va, vb, text);
+                }
+            }
+            (Data::Tagged(t, a), D::Tagged(t2, b)) => {
+                assert_eq!(**t, *t2, "in {text:?}");
+                assert_same_as_saphyr(a, b, text);
+            }
+            (a, b) => panic!("{a:?} is not {b:?} in {text:?}"),
+        }
+    }
+
+    #[test]
+    fn nodes_and_errors_are_those_saphyrs_loader_gave() {
+        let texts = [
+            "---\ngraph: g\nresources:\n  file:\n  - name: f1\n    path: /tmp/f1\n    content: |\n      hello\n      world\n    mode: 0644\n  exec:\n  - name: e\n    cmd: \"echo \\\"hi\\\"\"\n    meta:\n      retry: -1\n      limit: .inf\nedges:\n- name: e1\n  from: {kind: file, name: f1}\n  to:\n    kind: exec\n    name: e\n",
+            "a: |-\n  one\n\n  two\n\nb: >+\n  folded\n  text\n\nc: 'it''s'\nd: \"multi\n  line\"\ne: plain\n  continued\n",
+            "a: &x {k: v, l: [1, 2]}\nb: *x\nc: &s text\nd: [*s, *x]\ne: &q\n  - 1\n  - &in {z: 2}\nf: *in\n",
+            "a: !foo {k: v}\nb: !bar text\nc: !!map {k: v}\nd: !!int x\ne: !foo\n  - x\n",
+            "? [a, b]\n: 1\n? {c: d}\n: 2\n[x]: 3\n",
+            "a: 1\n---\n# nothing\n---\n- b\n...\n---\nplain top\n",
+            "# only a comment\n",
+            "",
+            "a:\nb: ~\nc: {}\nd: []\ne: ''\n",
+            "a: 1\r\nb:\r\n  - x\r\n  - y\r\n",
+            "\u{e9}t\u{e9}: caf\u{e9}\nna\u{ef}ve: [\u{fc}ber, \"\u{f1}\"]\nz: 1\n",
+            "a:\n\t- x\n",
+            "a: 1\na: 2\n",
+            "a:\n  b: 1\n  c:\n    d: 1\n    d: 2\n",
+            "- {x: 1, y: 2, x: 3}\n",
+            "a: &k key\nm:\n  *k : 1\n  key: 2\n",
+            "a: 1\na: 2\nb: [\n",
+            "a: [unclosed\n",
+            "a: *nowhere\n",
+            "a: &x 1\n---\nb: *x\n",
+        ];
+        for text in texts {
+            match (load(text), saphyr_load(text)) {
+                (Ok(ours), Ok(theirs)) => {
+                    assert_eq!(ours.len(), theirs.len(), "documents in {text:?}");
+                    for (a, b) in ours.iter().zip(&theirs) {
+                        assert_same_as_saphyr(a, b, text);
+                    }
+                }
+                (Err(ours), Err((pos, message))) => {
+                    assert_eq!((ours.pos, ours.message), (pos, message), "in {text:?}");
+                }
+                (ours, theirs) => panic!("{ours:?} but saphyr: {theirs:?}, in {text:?}"),
+            }
+        }
+        // Over the alias budget the two agree too.
+        let mut bomb = String::from("a0: &a0 [lol]\n");
+        for i in 1..=6 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            bomb.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let ours = load(&bomb).expect_err("over budget");
+        let theirs = saphyr_load(&bomb).expect_err("over budget");
+        assert_eq!((ours.pos, ours.message), theirs);
     }
 }

@@ -343,3 +343,23 @@ edges:
     assert_eq!(spec.edges[0].to, ResId::new("file", "file1"));
     assert_eq!(spec.collect[0].kind, "file");
 }
+
+#[test]
+fn retrying_fields_as_text_keeps_every_other_field() {
+    // Two string fields written as a number and a boolean: each retried as its text in turn,
+    // while the typed fields and the other strings go to every attempt unchanged.
+    let spec = ok("graph: g
+resources:
+  file:
+  - name: f
+    path: /tmp/mgmt/f
+    content: 42
+    owner: true
+    recurse: true
+    mode: 0644
+");
+    assert_eq!(
+        params(&spec, "file", "f"),
+        json!({"path": "/tmp/mgmt/f", "content": "42", "owner": "true", "recurse": true, "mode": "0644"})
+    );
+}

@@ -84,8 +84,13 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
         (1.., Ok(secs)) => Duration::from_secs(secs),
         _ => Duration::ZERO,
     };
+    // A remote child whose initiator does not end on convergence (it passed no
+    // `--converged-timeout`) has nobody reading its flag, which would cost two writes through
+    // the tunnel per change on every host: there is none then.
+    let flag_read = args.depth == 0 || args.converged_timeout >= 0;
     let publisher = store
         .as_ref()
+        .filter(|_| flag_read)
         .map(|s| s.spawn_converged_publisher(&converger, hold, cancel.child_token()));
 
     let (file_tx, mut file_rx) = mpsc::channel(1);

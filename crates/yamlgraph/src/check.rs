@@ -65,11 +65,13 @@ struct Cx<'a> {
     lines: Option<Vec<&'a str>>,
     registry: &'a Registry,
     diags: Vec<Diagnostic>,
-    /// Hashed: a large graph declares many resources, and only diagnostics want them in order.
-    declared: HashMap<ResId, Declared>,
+    /// By kind and name as written in the loaded document. Hashed: a large graph declares many
+    /// resources, and only diagnostics want them in order.
+    declared: HashMap<(&'a str, &'a str), Declared>,
 }
 
 pub(crate) fn parse(file: &str, text: &str, registry: &Registry) -> Result<GraphSpec, Diagnostics> {
+    let docs = yaml::load(text);
     let mut cx = Cx {
         file,
         text,
@@ -78,7 +80,13 @@ pub(crate) fn parse(file: &str, text: &str, registry: &Registry) -> Result<Graph
         diags: Vec::new(),
         declared: HashMap::new(),
     };
-    let spec = cx.document(text);
+    let spec = match &docs {
+        Ok(docs) => cx.document(docs),
+        Err(e) => {
+            cx.error(e.pos, format!("invalid YAML: {}", e.message), None);
+            None
+        }
+    };
     match spec {
         Some(spec) if cx.diags.is_empty() => Ok(spec),
         _ => {
@@ -119,7 +127,7 @@ struct Top<'n> {
     collect: Option<&'n Node>,
 }
 
-impl Cx<'_> {
+impl<'a> Cx<'a> {
     fn error(&mut self, mut pos: Pos, message: impl Into<String>, help: Option<String>) {
         let text = self.text;
         let lines = self.lines.get_or_insert_with(|| text.lines().collect());
@@ -162,8 +170,13 @@ impl Cx<'_> {
 
     /// An optional string value (null = unset).
     fn string(&mut self, what: &str, v: &Node) -> Option<String> {
+        self.str(what, v).map(str::to_string)
+    }
+
+    /// [`Cx::string`], borrowed from the document.
+    fn str<'n>(&mut self, what: &str, v: &'n Node) -> Option<&'n str> {
         match yaml::text(v) {
-            Ok(s) => s.map(str::to_string),
+            Ok(s) => s,
             Err(e) => {
                 self.error(Pos::of(v), format!("invalid `{what}`: {e}"), None);
                 None
@@ -189,14 +202,7 @@ impl Cx<'_> {
         }
     }
 
-    fn document(&mut self, text: &str) -> Option<GraphSpec> {
-        let docs = match yaml::load(text) {
-            Ok(docs) => docs,
-            Err(e) => {
-                self.error(e.pos, format!("invalid YAML: {}", e.message), None);
-                return None;
-            }
-        };
+    fn document(&mut self, docs: &'a [Node]) -> Option<GraphSpec> {
         if let Some(extra) = docs.get(1) {
             self.error(
                 Pos::of(extra),
@@ -320,7 +326,7 @@ impl Cx<'_> {
         })
     }
 
-    fn resources(&mut self, v: &Node) -> Vec<ResourceSpec> {
+    fn resources(&mut self, v: &'a Node) -> Vec<ResourceSpec> {
         let mut out = Vec::new();
         if yaml::is_null(v) {
             return out;
@@ -381,9 +387,9 @@ impl Cx<'_> {
 
     fn resource(
         &mut self,
-        kind: &str,
+        kind: &'a str,
         info: Option<KindInfo>,
-        item: &Node,
+        item: &'a Node,
     ) -> Option<ResourceSpec> {
         let Some(entries) = yaml::mapping(item) else {
             self.error(
@@ -415,9 +421,9 @@ impl Cx<'_> {
             );
             return None;
         };
-        let raw = self.string("name", nv).unwrap_or_default();
+        let raw = self.str("name", nv).unwrap_or_default();
         let (exported, name) = match raw.strip_prefix("@@") {
-            Some(rest) => (true, rest.to_string()),
+            Some(rest) => (true, rest),
             None => (false, raw),
         };
         let name_pos = Pos::of(nv);
@@ -425,10 +431,12 @@ impl Cx<'_> {
             self.error(name_pos, "resource name must not be empty", None);
             return None;
         }
-        let id = ResId::new(kind, &name);
-        match self.declared.entry(id.clone()) {
+        // Made for messages only: a valid resource needs no `ResId` of its own here.
+        let id = || ResId::new(kind, name);
+        match self.declared.entry((kind, name)) {
             Entry::Occupied(first) => {
                 let line = first.get().pos.line;
+                let id = id();
                 self.error(
                     name_pos,
                     format!("duplicate resource `{id}`"),
@@ -472,7 +480,7 @@ impl Cx<'_> {
                 Err((pos, msg)) => {
                     self.error(
                         pos,
-                        format!("invalid value for `{key}` of `{id}`: {msg}"),
+                        format!("invalid value for `{key}` of `{}`: {msg}", id()),
                         None,
                     );
                     ok = false;
@@ -491,7 +499,7 @@ impl Cx<'_> {
             let params = first_params
                 .take()
                 .unwrap_or_else(|| retry_params(&values, &first_errors));
-            let err = match (info.build)(&name, Value::Object(params), meta.clone()) {
+            let err = match (info.build)(name, Value::Object(params), meta.clone()) {
                 Ok(resource) => {
                     return Some(ResourceSpec {
                         resource,
@@ -522,7 +530,7 @@ impl Cx<'_> {
                 .unwrap_or(err);
             // Builders name the field in their message; the position says where it is.
             let at = given.map(|(_, v)| Pos::of(v)).unwrap_or(name_pos);
-            self.error(at, format!("invalid `{id}`: {}", err.message), None);
+            self.error(at, format!("invalid `{}`: {}", id(), err.message), None);
             return None;
         }
     }
@@ -757,7 +765,10 @@ impl Cx<'_> {
             Some("exported (`@@`) resources are applied by the hosts that collect them, not in this graph".to_string())
         };
         let plain = ResId::new(&id.kind, id.name.strip_prefix("@@").unwrap_or(&id.name));
-        match self.declared.get(&plain) {
+        match self
+            .declared
+            .get(&(plain.kind.as_str(), plain.name.as_str()))
+        {
             Some(d) if d.exported => {
                 self.error(
                     pos,
@@ -768,15 +779,15 @@ impl Cx<'_> {
             }
             Some(_) if plain == id => Some(id),
             _ => {
-                let mut local: Vec<&ResId> = self
+                let mut local: Vec<ResId> = self
                     .declared
                     .iter()
                     .filter(|(_, d)| !d.exported)
-                    .map(|(id, _)| id)
+                    .map(|(&(kind, name), _)| ResId::new(kind, name))
                     .collect();
                 // In order, so that a tie between suggestions always goes the same way.
                 local.sort();
-                let local: Vec<String> = local.into_iter().map(ResId::to_string).collect();
+                let local: Vec<String> = local.iter().map(ResId::to_string).collect();
                 let wanted = id.to_string();
                 let help = crate::diag::suggest(&wanted, local.iter().map(String::as_str))
                     .map(|s| format!("did you mean `{s}`?"));

@@ -416,11 +416,19 @@ pub(crate) fn scalar(node: &Node) -> Result<Option<Scalar<'_>>, String> {
             // the field decide (file modes are the common case).
             return Ok(Some(Scalar::Str(text)));
         }
+        // Only numbers and `~` start with one of these; null and booleans are the words
+        // below. Anything else is a string, known without trial parses (most names, keys and
+        // paths in a graph).
         match text.as_bytes().first() {
             None => return Ok(Some(Scalar::Null)),
-            // Nothing but a string starts otherwise (null, booleans and numbers start with one
-            // of these), so most names and paths need no trial parses.
-            Some(b) if !b"+-.0123456789~nNtTfF".contains(b) => return Ok(Some(Scalar::Str(text))),
+            Some(b) if !b"+-.0123456789~".contains(b) => {
+                return Ok(Some(match text {
+                    "null" | "Null" | "NULL" => Scalar::Null,
+                    "true" | "True" | "TRUE" => Scalar::Bool(true),
+                    "false" | "False" | "FALSE" => Scalar::Bool(false),
+                    _ => Scalar::Str(text),
+                }));
+            }
             Some(_) => {}
         }
         return Ok(Some(resolved(
@@ -628,8 +636,9 @@ mod tests {
 
     #[test]
     fn strings_that_look_like_nothing_else_resolve_as_strings() {
-        let doc =
-            one("a: /tmp/f0\nb: f0\nc: nul\nd: True\ne: -.inf\nf: ~\ng: Null\nh: +1\ni: .5\n");
+        let doc = one(
+            "a: /tmp/f0\nb: f0\nc: nul\nd: True\ne: -.inf\nf: ~\ng: Null\nh: +1\ni: .5\nj: FALSE\nk: no\nl: inf\nm: nan1\nn: 0x1F\n",
+        );
         let json = to_json(&doc).expect("convertible");
         assert_eq!(json["a"], "/tmp/f0");
         assert_eq!(json["b"], "f0");
@@ -640,6 +649,11 @@ mod tests {
         assert!(json["g"].is_null());
         assert_eq!(json["h"], 1);
         assert_eq!(json["i"], 0.5);
+        assert_eq!(json["j"], false);
+        assert_eq!(json["k"], "no");
+        assert_eq!(json["l"], "inf");
+        assert_eq!(json["m"], "nan1");
+        assert_eq!(json["n"], 31);
     }
 
     #[test]
@@ -874,5 +888,95 @@ mod tests {
         let ours = load(&bomb).expect_err("over budget");
         let theirs = saphyr_load(&bomb).expect_err("over budget");
         assert_eq!((ours.pos, ours.message), theirs);
+    }
+
+    #[test]
+    fn plain_scalars_resolve_as_saphyrs_core_schema_does() {
+        use saphyr::ScalarOwned as S;
+        let texts = [
+            "",
+            "~",
+            "null",
+            "Null",
+            "NULL",
+            "nULL",
+            "nul",
+            "true",
+            "True",
+            "TRUE",
+            "tRue",
+            "false",
+            "FALSE",
+            "fAlse",
+            "yes",
+            "no",
+            "on",
+            "off",
+            "y",
+            "n",
+            "0",
+            "-0",
+            "+0",
+            "12",
+            "-12",
+            "+12",
+            "0x",
+            "0x1F",
+            "0x-1",
+            "0o17",
+            "0o",
+            "+-1",
+            "1_000",
+            "1e3",
+            "1E-3",
+            "1.",
+            ".5",
+            "-.5",
+            "+.5",
+            "-",
+            "+",
+            ".",
+            "..",
+            ".inf",
+            "-.Inf",
+            "+.INF",
+            ".nan",
+            ".NaN",
+            "inf",
+            "-inf",
+            "Infinity",
+            "nan",
+            "NaN",
+            "nan1",
+            "inf1",
+            "e5",
+            "f0",
+            "t1",
+            "n2",
+            "/tmp/x/f0",
+            "name",
+            "@@x",
+            "9223372036854775808",
+            "-9223372036854775809",
+            "\u{e9}t\u{e9}",
+            " x",
+        ];
+        for text in texts {
+            let node = Node {
+                span: Span::default(),
+                data: Data::Scalar(text.to_string(), ScalarStyle::Plain, None),
+            };
+            let ours = match scalar(&node) {
+                Ok(Some(Scalar::Null)) => S::Null,
+                Ok(Some(Scalar::Bool(b))) => S::Boolean(b),
+                Ok(Some(Scalar::Int(i))) => S::Integer(i),
+                Ok(Some(Scalar::Float(f))) => S::FloatingPoint(f.into()),
+                Ok(Some(Scalar::Str(s))) => S::String(s.to_string()),
+                other => panic!("{text:?} resolved to {:?}", other.is_ok()),
+            };
+            let theirs =
+                S::parse_from_cow_and_metadata(Cow::Borrowed(text), ScalarStyle::Plain, None);
+            assert_eq!(Some(ours), theirs, "{text:?}");
+        }
     }
 }

@@ -670,12 +670,19 @@ async fn setup(
             state: HostState::Copying,
         })
         .await;
+    let cred = format!("user={}\npassword={}\n", t.store_user, t.store_secret);
+    let seed = upload::Seed {
+        graph_name: &name,
+        graph: &t.graph,
+        cred: cred.as_bytes(),
+    };
     let probe = cancellable(
         cancel,
         Step::Probe,
-        upload::probe(s, &cfg.binary_hash, cfg.caching, &cfg.tmp_prefix),
+        upload::probe(s, &cfg.binary_hash, cfg.caching, &cfg.tmp_prefix, &seed),
     )
     .await?;
+    p.bytes_sent += (t.graph.len() + cred.len()) as u64;
     p.run_dir = Some(probe.run_dir.clone());
     p.cache = match (cfg.caching, probe.hit) {
         (false, _) => CacheUse::Disabled,
@@ -691,13 +698,6 @@ async fn setup(
         )
         .await?;
     }
-    cancellable(
-        cancel,
-        Step::RunDir,
-        upload::write_file(s, &probe.run_dir, &name, &t.graph, 0o600, Step::RunDir),
-    )
-    .await?;
-    p.bytes_sent += t.graph.len() as u64;
     for f in &extras.files {
         cancellable(
             cancel,
@@ -707,21 +707,6 @@ async fn setup(
         .await?;
         p.bytes_sent += f.bytes.len() as u64;
     }
-    let cred = format!("user={}\npassword={}\n", t.store_user, t.store_secret);
-    cancellable(
-        cancel,
-        Step::RunDir,
-        upload::write_file(
-            s,
-            &probe.run_dir,
-            "store.cred",
-            cred.as_bytes(),
-            0o600,
-            Step::RunDir,
-        ),
-    )
-    .await?;
-    p.bytes_sent += cred.len() as u64;
     let port = cancellable(cancel, Step::Tunnel, s.reverse_tunnel()).await?;
     let stamp = cfg.caching.then(|| upload::stamp_path(&probe.bin_dir));
     let cmd = child_command(

@@ -21,4 +21,5 @@ pub use fleet::{
     CacheUse, ChildArgs, ExtraFile, FleetConfig, FleetReport, HostOutcome, HostReport, HostState,
     RemoteEvent, Target, TargetExtras, run_fleet, run_fleet_with, sha256_file,
 };
+pub use upload::sha256_is;
 pub use url::{RemoteUrl, UrlError};

@@ -30,7 +30,7 @@ pub(crate) const STAT_ID: &str = "stat -L -c '%d:%i:%s:%y:%z'";
 /// runs before every start on every host. Otherwise `sha256sum`. Anything unexpected (neither
 /// tool, an error, odd output) is a mismatch: the binary is refused, never run unchecked. Sets
 /// the shell variable `mh`.
-pub(crate) fn sha256_is(file: &str, hash: &str) -> String {
+pub fn sha256_is(file: &str, hash: &str) -> String {
     format!(
         "{{ mh=$(openssl dgst -sha256 -r {file} 2>/dev/null) || mh=; mh=${{mh%% *}}; \
          [ ${{#mh}} -eq 64 ] || {{ mh=$(sha256sum {file} 2>/dev/null) || mh=; mh=${{mh%% *}}; }}; \
@@ -55,7 +55,18 @@ pub(crate) struct Probe {
     pub run_dir: String,
 }
 
-/// One exec: resolve the cache dir, check the cached binary, create the run dir 0700. The check
+/// What a run dir starts with, written by the probe from its stdin: the graph and the store
+/// credentials (two lines, `user=` and `password=`, read by the shell's `read` builtin so the
+/// secret is never in an argv).
+pub(crate) struct Seed<'a> {
+    pub graph_name: &'a str,
+    pub graph: &'a [u8],
+    pub cred: &'a [u8],
+}
+
+/// One exec: resolve the cache dir, check the cached binary, create the run dir 0700 and write
+/// the `seed` files into it (one exec rather than three: each exec channel is a login shell
+/// and a handful of processes on the host, on every host of every run). The check
 /// is the hash, unless the binary is exactly the file the wrapper last verified (its stamp
 /// matches): the wrapper hashes it again before it runs anyway, so hashing 13 MB twice per run
 /// bought nothing. A binary changed since (tampered, corrupted, replaced) has another stamp and is
@@ -65,6 +76,7 @@ pub(crate) async fn probe(
     hash: &str,
     caching: bool,
     tmp_prefix: &str,
+    seed: &Seed<'_>,
 ) -> Result<Probe, Error> {
     let template = quote(&format!(
         "{}/mgmt.XXXXXXXX",
@@ -83,12 +95,21 @@ pub(crate) async fn probe(
     } else {
         "c=\"$r\"; s=miss".to_string()
     };
+    // A failure after the run dir exists removes it: nobody else knows its name yet.
     let script = format!(
-        "set -e; umask 077; r=$(mktemp -d {template}); {cache}; \
-         printf 'bin=%s\\nstatus=%s\\nrun=%s\\n' \"$c\" \"$s\" \"$r\""
+        "set -e; umask 077; r=$(mktemp -d {template}); trap 'rm -rf \"$r\"' EXIT; {cache}; \
+         IFS= read -r u; IFS= read -r pw; printf '%s\\n%s\\n' \"$u\" \"$pw\" > \"$r/store.cred\"; \
+         cat > {graph}; \
+         if [ \"$(wc -c < {graph})\" -ne {len} ]; then echo 'the graph arrived incomplete' >&2; exit 1; fi; \
+         trap - EXIT; printf 'bin=%s\\nstatus=%s\\nrun=%s\\n' \"$c\" \"$s\" \"$r\"",
+        graph = format_args!("\"$r\"/{}", quote(seed.graph_name)),
+        len = seed.graph.len(),
     );
+    let mut stdin = Vec::with_capacity(seed.cred.len() + seed.graph.len());
+    stdin.extend_from_slice(seed.cred);
+    stdin.extend_from_slice(seed.graph);
     let out = s
-        .run_ok("cache probe", &sh(&script), None, Step::Probe)
+        .run_ok("cache probe", &sh(&script), Some(&stdin), Step::Probe)
         .await?;
     let text = String::from_utf8_lossy(&out);
     let field = |k: &str| {
@@ -314,52 +335,6 @@ pub(crate) async fn write_file(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Runs `sha256_is` in a real /bin/sh with `path` as PATH.
-    fn hash_check(file: &std::path::Path, hash: &str, path: &str) -> bool {
-        let script = format!(
-            "if {}; then echo same; else echo differs; fi",
-            sha256_is(&quote(&file.to_string_lossy()), hash)
-        );
-        let out = std::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg(script)
-            .env("PATH", path)
-            .output()
-            .unwrap();
-        assert!(
-            out.stderr.is_empty(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim() == "same"
-    }
-
-    #[test]
-    fn the_hash_check_uses_openssl_or_sha256sum_and_refuses_otherwise() {
-        let d = tempfile::tempdir().unwrap();
-        let f = d.path().join("bin");
-        std::fs::write(&f, b"abc").unwrap();
-        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
-        let wrong = abc.replace('b', "c");
-        let with_both = "/usr/bin:/bin";
-        assert!(hash_check(&f, abc, with_both));
-        assert!(!hash_check(&f, &wrong, with_both));
-        assert!(!hash_check(&d.path().join("missing"), abc, with_both));
-        // Without openssl on the host, coreutils' sha256sum decides.
-        let only_coreutils = d.path().join("only");
-        std::fs::create_dir(&only_coreutils).unwrap();
-        let sum = ["/usr/bin/sha256sum", "/bin/sha256sum"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-            .expect("sha256sum");
-        std::os::unix::fs::symlink(sum, only_coreutils.join("sha256sum")).unwrap();
-        let p = only_coreutils.to_string_lossy();
-        assert!(hash_check(&f, abc, &p));
-        assert!(!hash_check(&f, &wrong, &p));
-        // With neither tool nothing is ever "the same".
-        assert!(!hash_check(&f, abc, "/nonexistent"));
-    }
 
     #[test]
     fn quoting() {

@@ -4,6 +4,8 @@
 //! change in this crate can go below).
 //!
 //! Run with `cargo run --release -p yamlgraph --example parse_bench [RESOURCES] [RUNS]`.
+//! Measured on the project's 2-core machine: 55-61 ms median with saphyr's `YamlLoader` trees,
+//! 29-30 ms with this crate's own nodes, the scanner alone 15.6 ms.
 //! Never writes anything: the graph is generated in memory.
 
 use std::fmt::Write as _;

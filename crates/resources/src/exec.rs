@@ -22,7 +22,7 @@ use resource::{
     ResourceError, WatchCtx,
 };
 use serde_json::{Map, Value};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 
 use crate::ident;
@@ -57,6 +57,13 @@ pub const KIND: KindInfo = KindInfo {
 
 /// How many trailing stderr lines an error message carries.
 const STDERR_TAIL_LINES: usize = 10;
+
+/// The longest output line kept, in bytes: the rest of a longer one is read and dropped, so a
+/// command printing megabytes without a newline costs us no more than this.
+const MAX_LINE: usize = 16 * 1024;
+
+/// What is appended to a line cut at `MAX_LINE`.
+const CUT_MARK: &str = " [line cut]";
 
 /// After a kill, how long to wait for the pipes to close before giving up on them (a process
 /// that escaped the group may hold them open forever).
@@ -374,6 +381,47 @@ fn exit_error(what: &str, done: &Finished) -> ResourceError {
     }
 }
 
+/// Reads one line into `buf` (without its newline), keeping at most `MAX_LINE` bytes of it and
+/// consuming the rest. `Ok(None)` at the end of the stream; `Ok(Some(cut))` says whether the
+/// line was cut.
+async fn read_line_capped(
+    r: &mut (impl AsyncBufRead + Unpin),
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<bool>> {
+    buf.clear();
+    let mut cut = false;
+    let mut any = false;
+    loop {
+        let chunk = r.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(any.then_some(cut));
+        }
+        any = true;
+        let (part, used, done) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => (&chunk[..i], i + 1, true),
+            None => (chunk, chunk.len(), false),
+        };
+        let room = MAX_LINE - buf.len();
+        cut |= part.len() > room;
+        buf.extend_from_slice(&part[..part.len().min(room)]);
+        r.consume(used);
+        if done {
+            return Ok(Some(cut));
+        }
+    }
+}
+
+/// A line as text: lossy UTF-8, without a trailing `\r`, marked when cut.
+fn line_text(buf: &[u8], cut: bool) -> String {
+    let mut line = String::from_utf8_lossy(buf)
+        .trim_end_matches('\r')
+        .to_string();
+    if cut {
+        line.push_str(CUT_MARK);
+    }
+    line
+}
+
 /// Read a pipe to its end, logging each line; returns the last lines.
 async fn drain(
     pipe: Option<impl AsyncRead + Unpin>,
@@ -385,13 +433,10 @@ async fn drain(
     let mut reader = BufReader::new(pipe);
     let mut buf = Vec::new();
     loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf).await {
-            Ok(0) | Err(_) => return tail,
-            Ok(_) => {
-                let line = String::from_utf8_lossy(&buf)
-                    .trim_end_matches(['\n', '\r'])
-                    .to_string();
+        match read_line_capped(&mut reader, &mut buf).await {
+            Ok(None) | Err(_) => return tail,
+            Ok(Some(cut)) => {
+                let line = line_text(&buf, cut);
                 tracing::debug!(resource = %id, stream, "{line}");
                 if tail.len() == STDERR_TAIL_LINES {
                     tail.pop_front();
@@ -440,11 +485,10 @@ impl Resource for Exec {
             let mut reader = BufReader::new(stdout);
             let mut buf = Vec::new();
             loop {
-                buf.clear();
-                match reader.read_until(b'\n', &mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {
-                        tracing::debug!(resource = %id, line = %String::from_utf8_lossy(&buf).trim_end(), "watchcmd event");
+                match read_line_capped(&mut reader, &mut buf).await {
+                    Ok(None) | Err(_) => return,
+                    Ok(Some(cut)) => {
+                        tracing::debug!(resource = %id, line = %line_text(&buf, cut), "watchcmd event");
                         self.generation.fetch_add(1, Ordering::SeqCst);
                         ctx.event();
                     }

@@ -130,6 +130,58 @@ async fn non_zero_exit_is_an_error_with_code_and_stderr() {
     assert!(e.contains("/no/such/program"), "{e}");
 }
 
+#[tokio::test]
+async fn a_huge_line_is_cut_not_kept_whole() {
+    // 4 MiB without a newline on stderr, then a last line: the error carries the tail, with the
+    // long line cut to a bounded size and marked.
+    let res = build(
+        "exec",
+        "e",
+        json!({
+            "cmd": "head -c 4194304 /dev/zero | tr '\\0' x >&2; echo >&2; echo last >&2; exit 1",
+            "shell": "/bin/sh"
+        }),
+    );
+    let e = apply(&res).await.unwrap_err().to_string();
+    assert!(
+        e.contains("[line cut]") && e.ends_with("last"),
+        "{}",
+        &e[e.len() - 200..]
+    );
+    assert!(e.len() < 64 * 1024, "the error holds {} bytes", e.len());
+}
+
+#[tokio::test]
+async fn a_huge_watchcmd_line_is_one_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let fifo = dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let res = appender(&out, json!({"watchcmd": format!("cat {}", fifo.display())}));
+    let mut w = Watching::start(&res).await;
+    assert_eq!(apply(&res).await.unwrap(), Changed);
+    let mut writer =
+        tokio::task::spawn_blocking(move || fs::OpenOptions::new().write(true).open(fifo).unwrap())
+            .await
+            .unwrap();
+    let long = vec![b'x'; 1 << 20];
+    let mut writer = tokio::task::spawn_blocking(move || {
+        writer.write_all(&long).unwrap();
+        writer.write_all(b"\n").unwrap();
+        writer
+    })
+    .await
+    .unwrap();
+    w.next_event().await;
+    assert_eq!(apply(&res).await.unwrap(), Changed);
+    // The rest of the long line was consumed with it: the next line is the next event.
+    writer.write_all(b"again\n").unwrap();
+    w.next_event().await;
+    assert_eq!(apply(&res).await.unwrap(), Changed);
+    assert_eq!(lines(&out), 3);
+    drop(writer);
+}
+
 /// The pid's process is gone (or a zombie waiting for a reaper).
 fn gone(pid: &str) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {

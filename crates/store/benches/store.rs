@@ -5,8 +5,7 @@
 //!
 //! It is a measurement, not a test: it asserts nothing about speed.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -27,69 +26,13 @@ fn phase() -> Duration {
     Duration::from_secs_f64(secs)
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Etcd {
-    child: Child,
-    _dir: tempfile::TempDir,
-    url: String,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_etcd() -> Etcd {
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let (client, peer) = (free_port(), free_port());
-    let url = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let child = Command::new("/usr/bin/etcd")
-        .args(["--name", "bench", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args([
-            "--listen-client-urls",
-            &url,
-            "--advertise-client-urls",
-            &url,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer_url,
-            "--initial-advertise-peer-urls",
-            &peer_url,
-        ])
-        .args(["--initial-cluster", &format!("bench={peer_url}")])
-        .args(["--log-level", "error", "--logger", "zap"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn /usr/bin/etcd");
-    let etcd = Etcd {
-        child,
-        _dir: dir,
-        url,
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(mut c) = Client::connect([etcd.url.as_str()], None).await
-            && c.get("ready", None).await.is_ok()
-        {
-            return etcd;
-        }
-        assert!(Instant::now() < deadline, "etcd did not become ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// A real etcd with its data on disk (`/var/tmp`), as a user would run it.
+async fn start_etcd() -> testbed::Etcd {
+    tokio::task::spawn_blocking(|| {
+        testbed::Etcd::start_in(std::path::Path::new("/var/tmp")).expect("etcd starts")
+    })
+    .await
+    .unwrap()
 }
 
 #[derive(Clone, Copy)]
@@ -236,8 +179,8 @@ fn main() {
         eprintln!("measuring the embedded server at {ours_url} ...");
         let ours = measure(&ours_url).await;
         let etcd = start_etcd().await;
-        eprintln!("measuring etcd at {} ...", etcd.url);
-        let theirs = measure(&etcd.url).await;
+        eprintln!("measuring etcd at {} ...", etcd.client_url());
+        let theirs = measure(&etcd.client_url()).await;
         (ours, theirs)
     });
     server_rt.block_on(handle.shutdown());

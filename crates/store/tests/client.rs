@@ -6,7 +6,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::{RealEtcd, start_ours};
+use common::{real_etcd, start_ours};
 use serde_json::json;
 use store::{ExportedResource, SnapshotWatch, Store, StoreError, keys};
 
@@ -255,8 +255,8 @@ async fn store_api_against_our_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_api_against_real_etcd() {
-    let etcd = RealEtcd::start().await;
-    exports_flow(&etcd.url).await;
-    converged_flow(&etcd.url).await;
-    liveness_flow(&etcd.url).await;
+    let etcd = real_etcd().await;
+    exports_flow(&etcd.client_url()).await;
+    converged_flow(&etcd.client_url()).await;
+    liveness_flow(&etcd.client_url()).await;
 }

@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{RealEtcd, start_ours};
+use common::{real_etcd, start_ours};
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, Error, EventType, GetOptions,
     GetResponse, KeyValue, Permission, PermissionType, PutOptions, SortOrder, SortTarget, Txn,
@@ -706,9 +706,10 @@ async fn script(url: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_script_same_results_as_real_etcd() {
     let ours = start_ours().await;
-    let etcd = RealEtcd::start().await;
+    let etcd = real_etcd().await;
     let url = ours.client_url();
-    let (mine, theirs) = tokio::join!(script(&url), script(&etcd.url));
+    let theirs_url = etcd.client_url();
+    let (mine, theirs) = tokio::join!(script(&url), script(&theirs_url));
     for (i, (a, b)) in mine.iter().zip(theirs.iter()).enumerate() {
         if a != b {
             eprintln!("first difference at line {i}:\n ours: {a}\n etcd: {b}");

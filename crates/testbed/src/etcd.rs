@@ -25,8 +25,13 @@ pub struct Etcd {
 impl Etcd {
     /// Starts etcd on free loopback ports and waits until it reports healthy.
     pub fn start() -> Result<Etcd, TestbedError> {
+        Self::start_in(&std::env::temp_dir())
+    }
+
+    /// The same, with its data under `parent` (a benchmark wants it on disk, not on tmpfs).
+    pub fn start_in(parent: &Path) -> Result<Etcd, TestbedError> {
         let etcd = find_program("etcd", "etcd-server")?;
-        let dir = std::env::temp_dir().join(format!(
+        let dir = parent.join(format!(
             "mgmt-testbed-etcd-{}-{}",
             std::process::id(),
             random_token(6)?

@@ -130,6 +130,22 @@ async fn non_zero_exit_is_an_error_with_code_and_stderr() {
     assert!(e.contains("/no/such/program"), "{e}");
 }
 
+/// An appender (to `out`) whose watchcmd is `cat FIFO` (a fifo beside `out`), its watch
+/// running and its first run done, and the fifo's writing end.
+async fn fifo_watched(out: &Path) -> (std::sync::Arc<dyn resource::Resource>, Watching, fs::File) {
+    let fifo = out.with_file_name("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let res = appender(out, json!({"watchcmd": format!("cat {}", fifo.display())}));
+    let w = Watching::start(&res).await;
+    assert_eq!(apply(&res).await.unwrap(), Changed);
+    // Opening a fifo for writing blocks until cat has it open for reading.
+    let writer =
+        tokio::task::spawn_blocking(move || fs::OpenOptions::new().write(true).open(fifo).unwrap())
+            .await
+            .unwrap();
+    (res, w, writer)
+}
+
 #[tokio::test]
 async fn a_huge_line_is_cut_not_kept_whole() {
     // 4 MiB without a newline on stderr, then a last line: the error carries the tail, with the
@@ -155,17 +171,10 @@ async fn a_huge_line_is_cut_not_kept_whole() {
 async fn a_huge_watchcmd_line_is_one_event() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let fifo = dir.path().join("fifo");
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    let res = appender(&out, json!({"watchcmd": format!("cat {}", fifo.display())}));
-    let mut w = Watching::start(&res).await;
-    assert_eq!(apply(&res).await.unwrap(), Changed);
-    let mut writer =
-        tokio::task::spawn_blocking(move || fs::OpenOptions::new().write(true).open(fifo).unwrap())
-            .await
-            .unwrap();
+    let (res, mut w, mut writer) = fifo_watched(&out).await;
     let long = vec![b'x'; 1 << 20];
-    let mut writer = tokio::task::spawn_blocking(move || {
+    // Blocking writes (a 1 MiB line fills the pipe until cat reads it): off the runtime.
+    writer = tokio::task::spawn_blocking(move || {
         writer.write_all(&long).unwrap();
         writer.write_all(b"\n").unwrap();
         writer
@@ -305,18 +314,8 @@ async fn runs_as_another_user() {
 async fn watchcmd_lines_are_events_that_rerun_the_command() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let fifo = dir.path().join("fifo");
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    let res = appender(&out, json!({"watchcmd": format!("cat {}", fifo.display())}));
-    let mut w = Watching::start(&res).await;
-    assert_eq!(apply(&res).await.unwrap(), Changed);
+    let (res, mut w, mut writer) = fifo_watched(&out).await;
     assert_eq!(apply(&res).await.unwrap(), InSync);
-
-    // Opening a fifo for writing blocks until cat has it open for reading.
-    let mut writer =
-        tokio::task::spawn_blocking(move || fs::OpenOptions::new().write(true).open(fifo).unwrap())
-            .await
-            .unwrap();
     writer.write_all(b"something happened\n").unwrap();
     w.next_event().await;
     assert_eq!(apply(&res).await.unwrap(), Changed);

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use resource::{ResGraph, ResId, same_resource};
+use tokio::sync::Semaphore;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -55,6 +56,8 @@ pub(crate) struct Shared {
     pub tracker: TaskTracker,
     root: CancellationToken,
     live: Mutex<Live>,
+    /// `meta.sema` semaphores by id, created at the count of the first vertex naming one.
+    semas: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
 /// The running graph: the vertices and their links, always replaced together.
@@ -86,6 +89,21 @@ impl Shared {
     pub fn emit(&self, e: EngineEvent) {
         // Nobody listening is fine: events are reports, not requests.
         let _ = self.events.send(e);
+    }
+
+    /// The semaphores `meta` names, in acquiring order (the graph was validated, so it parses).
+    fn semaphores(&self, meta: &resource::Meta) -> Vec<Arc<Semaphore>> {
+        let mut semas = self.semas.lock().expect("sema lock");
+        meta.semaphores()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(id, count)| {
+                semas
+                    .entry(id)
+                    .or_insert_with(|| Arc::new(Semaphore::new(count as usize)))
+                    .clone()
+            })
+            .collect()
     }
 
     /// `id`'s parents and children in the current graph (none for a vertex no longer in it).
@@ -146,6 +164,7 @@ impl Engine {
             tracker: TaskTracker::new(),
             root: root.clone(),
             live: Mutex::default(),
+            semas: Mutex::default(),
         });
         let control = Control {
             tasks: BTreeMap::new(),
@@ -202,11 +221,13 @@ impl Engine {
             let mut started = Vec::new();
             for (id, res) in fresh {
                 let handle = shared.converger.register(&id.to_string());
+                let semas = shared.semaphores(res.meta());
                 let v = Arc::new(Vertex::new(
                     id.clone(),
                     res,
                     shared.root.child_token(),
                     handle,
+                    semas,
                 ));
                 live.vertices.insert(id.clone(), v.clone());
                 report.added.push(id);

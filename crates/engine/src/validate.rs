@@ -53,6 +53,11 @@ pub(crate) fn plan(g: ResGraph) -> Result<Plan, EngineError> {
             id: id.clone(),
             source,
         })?;
+        // Collected resources come from other hosts' exports, not through the YAML checks.
+        r.meta().semaphores().map_err(|m| EngineError::Invalid {
+            id: id.clone(),
+            source: ResourceError::invalid("meta.sema", m),
+        })?;
         if vertices.insert(id.clone(), r).is_some() {
             return Err(EngineError::Duplicate { id });
         }

@@ -14,7 +14,7 @@ use resource::{
     ApplyCtx, CancellationToken, EventSink, Meta, Mode, Outcome, ResId, Resource, ResourceError,
     WatchCtx,
 };
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::{Instant, sleep, sleep_until};
 
 use crate::converger::ConvergerHandle;
@@ -35,6 +35,8 @@ pub(crate) struct Vertex {
     status: Mutex<Status>,
     poke: Notify,
     converger: ConvergerHandle,
+    /// `meta.sema`: a permit of each is held for the whole of every check_apply.
+    semas: Vec<Arc<Semaphore>>,
 }
 
 /// The flags of the state machine (see the crate docs for the states they encode).
@@ -95,6 +97,7 @@ impl Vertex {
         res: Arc<dyn Resource>,
         cancel: CancellationToken,
         converger: ConvergerHandle,
+        semas: Vec<Arc<Semaphore>>,
     ) -> Self {
         Vertex {
             id,
@@ -103,6 +106,7 @@ impl Vertex {
             status: Mutex::default(),
             poke: Notify::new(),
             converger,
+            semas,
         }
     }
 
@@ -211,12 +215,29 @@ impl Vertex {
             hostname: shared.hostname.clone(),
             cancel: self.cancel.clone(),
         };
-        let start = Instant::now();
-        let result = match until_cancelled(self.res.check_apply(&ctx, mode), &self.cancel).await {
-            Some(r) => r,
+        let work = async {
+            // In the order `Meta::semaphores` gives (sorted by id), the same for every vertex.
+            let mut permits = Vec::with_capacity(self.semas.len());
+            for s in &self.semas {
+                permits.push(
+                    s.acquire()
+                        .await
+                        .expect("engine semaphores are never closed"),
+                );
+            }
+            let start = Instant::now();
+            let result = self.res.check_apply(&ctx, mode).await;
+            drop(permits);
+            result.map(|outcome| (outcome, start.elapsed()))
+        };
+        let (result, ms) = match until_cancelled(work, &self.cancel).await {
+            Some(Ok((outcome, took))) => (
+                Ok(outcome),
+                u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+            ),
+            Some(Err(e)) => (Err(e), 0),
             None => return false,
         };
-        let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
         if result.is_err() && self.cancel.is_cancelled() {
             // The resource saw the shutdown (or its removal) first and gave up (an exec whose
             // process group was killed): that is the cancellation, not a failure to report.

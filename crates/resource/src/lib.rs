@@ -87,8 +87,39 @@ pub struct Meta {
     pub autoedge: bool,
     /// Accepted for compatibility with mgmt graphs; grouping is not implemented and has no effect.
     pub autogroup: bool,
-    /// Named semaphores `name:count`; accepted for compatibility.
+    /// Named semaphores, as mgmt has them: `lock` or `lock:count` (a number after the last
+    /// `:`, 1 when there is none); a check_apply runs only while it holds a permit of each, and
+    /// vertices naming the same string share it (see `semaphores`).
     pub sema: Vec<String>,
+}
+
+impl Meta {
+    /// `sema` parsed: (id, count) sorted by id, so that every vertex acquires in the same order
+    /// and two vertices holding one each can never wait for each other. As in mgmt the whole
+    /// string is the id (`lock:1` and `lock:2` are two semaphores) and the count is the number
+    /// after its last `:`, or 1 when what follows is not a number (`db:primary`). An empty id,
+    /// a count of 0 or below, or an id given twice is an error.
+    pub fn semaphores(&self) -> Result<Vec<(String, u32)>, String> {
+        let mut out: Vec<(String, u32)> = Vec::with_capacity(self.sema.len());
+        for id in &self.sema {
+            let count = match id.rsplit_once(':').map(|(_, n)| n.parse::<i64>()) {
+                Some(Ok(n)) if n < 1 => {
+                    return Err(format!("sema `{id}`: the count must be at least 1"));
+                }
+                Some(Ok(n)) => u32::try_from(n).unwrap_or(u32::MAX),
+                _ => 1,
+            };
+            if id.is_empty() {
+                return Err("a sema id must not be empty".to_string());
+            }
+            if out.iter().any(|(seen, _)| seen == id) {
+                return Err(format!("sema `{id}` is given twice"));
+            }
+            out.push((id.clone(), count));
+        }
+        out.sort();
+        Ok(out)
+    }
 }
 
 impl Default for Meta {
@@ -386,4 +417,38 @@ pub struct Edge {
     pub to: ResId,
     /// A change in `from` refreshes `to`.
     pub notify: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sema(list: &[&str]) -> Result<Vec<(String, u32)>, String> {
+        Meta {
+            sema: list.iter().map(|s| s.to_string()).collect(),
+            ..Meta::default()
+        }
+        .semaphores()
+    }
+
+    #[test]
+    fn semaphores_parse_sorted_with_default_count() {
+        assert_eq!(
+            sema(&["z:3", "a", "host:db:2", "db:primary"]).unwrap(),
+            vec![
+                ("a".to_string(), 1),
+                ("db:primary".to_string(), 1),
+                ("host:db:2".to_string(), 2),
+                ("z:3".to_string(), 3)
+            ]
+        );
+        assert!(sema(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn bad_semaphores_are_errors() {
+        for bad in [&["a:0"][..], &["a:-1"], &[""], &["a", "a"]] {
+            assert!(sema(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -583,7 +583,11 @@ impl<'a> Cx<'a> {
             };
             let mut one = Map::new();
             one.insert(key.to_string(), json.clone());
-            if let Err(e) = serde_json::from_value::<Meta>(Value::Object(one)) {
+            let sema = match serde_json::from_value::<Meta>(Value::Object(one)) {
+                Ok(m) => m.semaphores(),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = sema {
                 self.error(
                     Pos::of(v),
                     format!("invalid value for `meta.{key}`: {e}"),

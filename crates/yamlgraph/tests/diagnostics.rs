@@ -267,7 +267,7 @@ fn exported_and_local_resource_of_one_name_collide() {
 
 #[test]
 fn bad_meta() {
-    let text = "graph: g\nresources:\n  noop:\n  - name: n1\n    meta:\n      retyr: 3\n      delay: soon\n      noop: maybe\n";
+    let text = "graph: g\nresources:\n  noop:\n  - name: n1\n    meta:\n      retyr: 3\n      delay: soon\n      noop: maybe\n      sema: [db, 'lock:0']\n";
     expect![[r#"
         error: unknown meta field `retyr`
          --> graph.yaml:6:7
@@ -289,7 +289,13 @@ fn bad_meta() {
         8 |       noop: maybe
           |             ^^^^^
 
-        error: could not load `graph.yaml` due to 3 previous errors
+        error: invalid value for `meta.sema`: sema `lock:0`: the count must be at least 1
+         --> graph.yaml:9:13
+          |
+        9 |       sema: [db, 'lock:0']
+          |             ^
+
+        error: could not load `graph.yaml` due to 4 previous errors
     "#]]
     .assert_eq(&errors(text));
 }

@@ -252,3 +252,76 @@ async fn shutdown_cancels_and_awaits_everything() {
         EngineError::Shutdown
     );
 }
+
+/// The most check_applies inside at once, from the lab's log.
+fn most_at_once(s: &LabState) -> usize {
+    let (mut inside, mut most) = (0usize, 0usize);
+    for r in &s.log {
+        match r {
+            Rec::Start { .. } => {
+                inside += 1;
+                most = most.max(inside);
+            }
+            Rec::End { .. } | Rec::Cancelled { .. } => inside -= 1,
+        }
+    }
+    most
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sema_bounds_how_many_check_applies_run_at_once() {
+    // Three independent vertices share a semaphore; each check_apply waits at a gate the test
+    // opens one permit at a time. Without `sema` all three would be inside at once.
+    for (sema, most) in [("lock", 1), ("pair:2", 2)] {
+        let lab = Lab::new();
+        let gate = Arc::new(Semaphore::new(0));
+        let vs: Vec<Arc<dyn Resource>> = (0..3)
+            .map(|i| {
+                Probe::new(&lab, &format!("p{i}"))
+                    .meta(|m| m.sema = vec![sema.to_string()])
+                    .script(Script {
+                        gate: Some(gate.clone()),
+                        ..Script::default()
+                    })
+                    .arc()
+            })
+            .collect();
+        let mut rig = rig(false);
+        rig.engine.swap(graph(vs, &[])).await.unwrap();
+        lab.wait_until("the first holders inside", |s| {
+            s.applies.values().sum::<u32>() == most as u32
+        })
+        .await;
+        for done in 1..=3usize {
+            gate.add_permits(1);
+            lab.wait_until("one more done", |s| {
+                s.log
+                    .iter()
+                    .filter(|r| matches!(r, Rec::End { .. }))
+                    .count()
+                    == done
+            })
+            .await;
+        }
+        rig.converged().await;
+        assert_eq!(lab.read(most_at_once), most, "{sema}");
+        rig.engine.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_bad_sema_rejects_the_graph() {
+    let lab = Lab::new();
+    let rig = rig(false);
+    let bad = Probe::new(&lab, "p").meta(|m| m.sema = vec!["lock:0".into()]);
+    let e = rig
+        .engine
+        .swap(graph(vec![bad.arc()], &[]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, EngineError::Invalid { .. }) && e.to_string().contains("lock:0"),
+        "{e}"
+    );
+    rig.engine.shutdown().await;
+}

@@ -512,11 +512,14 @@ async fn script(url: &str) -> Vec<String> {
         )
         .await
         .unwrap();
-    let keys: Vec<String> = ttl
+    // etcd keeps a lease's keys in a map: their order is not part of the API (it varies
+    // between runs of the real server), so the transcript sorts them.
+    let mut keys: Vec<String> = ttl
         .keys()
         .iter()
         .map(|k| String::from_utf8_lossy(k).into_owned())
         .collect();
+    keys.sort();
     t.log(
         "lease ttl",
         format!(

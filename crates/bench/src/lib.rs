@@ -23,6 +23,7 @@ pub fn measure(cmd: &mut Command) -> Result<Cost, String> {
     let mut status = 0;
     // SAFETY: rusage is plain old data; wait4 fills it for our own child.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `status` and `usage` are valid for writes; `pid` is our own child.
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     let wall = start.elapsed();
     if r < 0 {

@@ -30,11 +30,14 @@ pub struct Converger {
 /// changes its flag several times per check, so a flip is two atomic operations, and only a
 /// change of the count to or from zero takes the lock (to publish). The names are only for
 /// diagnostics, touched when participants come and go.
+/// A participant's name and its "converged" flag.
+type Participant = (Arc<str>, Arc<AtomicBool>);
+
 #[derive(Debug)]
 struct Inner {
     busy: AtomicUsize,
     next: AtomicU64,
-    names: Mutex<BTreeMap<u64, (Arc<str>, Arc<AtomicBool>)>>,
+    names: Mutex<BTreeMap<u64, Participant>>,
     /// Publishing happens under this lock, reading the count afresh, so that two publishes
     /// racing (one participant turning idle as another turns busy) end on the latest count.
     publish: Mutex<()>,

@@ -281,7 +281,9 @@ impl Vertex {
                     // `dirty` may also have been set by an event during the run: that starts over.
                     (st.failures, st.dirty)
                 });
-                tracing::warn!(error = %e, attempt, will_retry, "check_apply failed");
+                // Reported by the event (the binary prints it): logged here at debug only, or a
+                // failure would be printed twice.
+                tracing::debug!(error = %e, attempt, will_retry, "check_apply failed");
                 shared.emit(EngineEvent::Failed {
                     id: self.id.clone(),
                     error: e.to_string(),

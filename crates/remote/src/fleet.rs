@@ -247,9 +247,16 @@ impl FleetReport {
 /// Lowercase hex sha256 of a file, as `FleetConfig::binary_hash` wants it.
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     use sha2::Digest;
+    use std::io::Read;
     let mut f = std::fs::File::open(path)?;
     let mut h = sha2::Sha256::new();
-    std::io::copy(&mut f, &mut h)?;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match f.read(&mut buf)? {
+            0 => break,
+            n => h.update(&buf[..n]),
+        }
+    }
     Ok(hex::encode(h.finalize()))
 }
 
@@ -540,7 +547,8 @@ async fn host_main(
             "the address of {host} ({}) contains a password; prefer keys or an ssh-agent",
             t.url
         );
-        tracing::warn!("{message}");
+        // The event carries it to the user; a log line as well would print it twice.
+        tracing::debug!("{message}");
         shared
             .emit(RemoteEvent::Warning {
                 host: host.clone(),
@@ -934,7 +942,7 @@ async fn supervise(
                     match upload::write_file(s, &r.run_dir, &r.name, &bytes, 0o600, Step::Update).await {
                         Ok(()) => {
                             p.bytes_sent += bytes.len() as u64;
-                            tracing::info!("copied new graph definition: {}", t.file.display());
+                            tracing::debug!("copied new graph definition: {}", t.file.display());
                             shared.emit(RemoteEvent::GraphCopied { host: host.clone(), file: t.file.clone() }).await;
                         }
                         Err(e) => warn(shared, &host, format!("cannot copy new graph definition {}: {e}", t.file.display())).await,
@@ -947,7 +955,7 @@ async fn supervise(
                     match upload::write_file(s, &r.run_dir, &f.name, &f.bytes, f.mode, Step::Update).await {
                         Ok(()) => {
                             p.bytes_sent += f.bytes.len() as u64;
-                            tracing::info!("copied new version of {}", f.name);
+                            tracing::debug!("copied new version of {}", f.name);
                             shared.emit(RemoteEvent::GraphCopied { host: host.clone(), file: PathBuf::from(&f.name) }).await;
                         }
                         Err(e) => warn(shared, &host, format!("cannot copy new version of {}: {e}", f.name)).await,
@@ -1016,8 +1024,10 @@ async fn drain(ch: &mut russh::Channel<russh::client::Msg>, exit: &mut Option<Ch
     }
 }
 
+/// A warning about a host, for the user: as an event only (the binary prints events; a log
+/// line as well would print it twice).
 async fn warn(shared: &Shared, host: &str, message: String) {
-    tracing::warn!("{message}");
+    tracing::debug!("{message}");
     shared
         .emit(RemoteEvent::Warning {
             host: host.to_string(),

@@ -344,12 +344,12 @@ pub struct KindInfo {
     /// Every parameter name the kind accepts (besides `name` and `meta`).
     pub fields: &'static [&'static str],
     /// Build from `params` (a JSON object with fields named as in YAML). Must not do IO.
-    pub build: fn(
-        name: &str,
-        params: serde_json::Value,
-        meta: Meta,
-    ) -> Result<Arc<dyn Resource>, BuildError>,
+    pub build: BuildFn,
 }
+
+/// Builds one resource of a kind: its name, its parameters (a JSON object), its meta.
+pub type BuildFn =
+    fn(name: &str, params: serde_json::Value, meta: Meta) -> Result<Arc<dyn Resource>, BuildError>;
 
 impl fmt::Debug for KindInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -382,7 +382,7 @@ impl Registry {
         self.kinds.get(kind)
     }
     pub fn is_unimplemented(&self, kind: &str) -> bool {
-        self.unimplemented.iter().any(|k| *k == kind)
+        self.unimplemented.contains(&kind)
     }
     pub fn kinds(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.kinds.keys().copied()

@@ -10,9 +10,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, WatchOptions};
 use store::ServerConfig;
+use store::pb::etcdserverpb::kv_client::KvClient;
+use store::pb::etcdserverpb::watch_client::WatchClient;
+use store::pb::etcdserverpb::watch_request::RequestUnion;
+use store::pb::etcdserverpb::{PutRequest, RangeRequest, WatchCreateRequest, WatchRequest};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 
 const CLIENTS: [usize; 3] = [1, 16, 64];
 const KEYS: usize = 1000;
@@ -35,6 +40,31 @@ async fn start_etcd() -> testbed::Etcd {
     .unwrap()
 }
 
+/// One connection (an HTTP/2 channel) to `url`.
+async fn connect(url: &str) -> Channel {
+    Channel::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> PutRequest {
+    PutRequest {
+        key: key.into(),
+        value: value.into(),
+        ..Default::default()
+    }
+}
+
+/// etcd's range end for every key starting with `prefix` (non-empty, not all 0xff).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let i = prefix.iter().rposition(|&b| b < 0xff).unwrap();
+    let mut end = prefix[..=i].to_vec();
+    end[i] += 1;
+    end
+}
+
 #[derive(Clone, Copy)]
 enum Op {
     Put,
@@ -45,7 +75,7 @@ enum Op {
 async fn throughput(url: &str, n: usize, op: Op) -> f64 {
     let mut clients = Vec::new();
     for _ in 0..n {
-        clients.push(Client::connect([url], None).await.unwrap());
+        clients.push(KvClient::new(connect(url).await));
     }
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
@@ -60,10 +90,14 @@ async fn throughput(url: &str, n: usize, op: Op) -> f64 {
                 let key = format!("bench/{k:04}");
                 match op {
                     Op::Put => {
-                        c.put(key, value.clone(), None).await.unwrap();
+                        c.put(put(key, value.clone())).await.unwrap();
                     }
                     Op::Range => {
-                        c.get(key, None).await.unwrap();
+                        let req = RangeRequest {
+                            key: key.into(),
+                            ..Default::default()
+                        };
+                        c.range(req).await.unwrap();
                     }
                 }
                 done.fetch_add(1, Ordering::Relaxed);
@@ -83,22 +117,36 @@ async fn throughput(url: &str, n: usize, op: Op) -> f64 {
 
 /// p50 and p99 of put -> watch event latency, in milliseconds.
 async fn watch_latency(url: &str) -> (f64, f64) {
-    let mut writer = Client::connect([url], None).await.unwrap();
-    let mut watcher = Client::connect([url], None).await.unwrap();
-    let mut stream = watcher
-        .watch("lat/", Some(WatchOptions::new().with_prefix()))
+    let mut writer = KvClient::new(connect(url).await);
+    let mut watcher = WatchClient::new(connect(url).await);
+    // The request side stays open (the sender lives as long as the stream is read).
+    let (requests, rx) = tokio::sync::mpsc::channel(1);
+    requests
+        .send(WatchRequest {
+            request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+                key: b"lat/".to_vec(),
+                range_end: prefix_end(b"lat/"),
+                ..Default::default()
+            })),
+        })
         .await
         .unwrap();
+    let mut stream = watcher
+        .watch(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
     let created = stream.message().await.unwrap().unwrap();
-    assert!(created.created());
+    assert!(created.created);
     let base = Instant::now();
     let reader = tokio::spawn(async move {
+        let _requests = requests;
         let mut lat = Vec::with_capacity(WATCH_SAMPLES);
         while lat.len() < WATCH_SAMPLES {
             let resp = stream.message().await.unwrap().unwrap();
             let now = base.elapsed().as_nanos() as u64;
-            for ev in resp.events() {
-                let sent: u64 = std::str::from_utf8(ev.kv().unwrap().value())
+            for ev in &resp.events {
+                let sent: u64 = std::str::from_utf8(&ev.kv.as_ref().unwrap().value)
                     .unwrap()
                     .parse()
                     .unwrap();
@@ -110,7 +158,7 @@ async fn watch_latency(url: &str) -> (f64, f64) {
     for i in 0..WATCH_SAMPLES {
         let stamp = base.elapsed().as_nanos() as u64;
         writer
-            .put(format!("lat/{}", i % 10), stamp.to_string(), None)
+            .put(put(format!("lat/{}", i % 10), stamp.to_string()))
             .await
             .unwrap();
     }
@@ -129,9 +177,9 @@ struct Results {
 
 async fn measure(url: &str) -> Results {
     // Keys to read exist before the range phase.
-    let mut c = Client::connect([url], None).await.unwrap();
+    let mut c = KvClient::new(connect(url).await);
     for k in 0..KEYS {
-        c.put(format!("bench/{k:04}"), vec![b'v'; 64], None)
+        c.put(put(format!("bench/{k:04}"), vec![b'v'; 64]))
             .await
             .unwrap();
     }

@@ -8,15 +8,20 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    WatchOptions, WatchStream,
-};
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tonic::{Status, Streaming};
 
+use crate::conn::{Conn, prefix_end};
 use crate::error::StoreError;
+use crate::pb::etcdserverpb::{
+    Compare, DeleteRangeRequest, LeaseKeepAliveRequest, LeaseKeepAliveResponse, PutRequest,
+    RangeRequest, RequestOp, TxnRequest, WatchCreateRequest, WatchRequest, WatchResponse, compare,
+    request_op, watch_request,
+};
+use crate::pb::mvccpb::event::EventType;
 
 /// mgmt's key layout.
 pub mod keys {
@@ -88,7 +93,7 @@ pub(crate) fn check_segment(what: &'static str, value: &str) -> Result<(), Store
 /// A connection to an etcd v3 API endpoint (ours or a real cluster).
 #[derive(Clone)]
 pub struct Store {
-    client: Client,
+    conn: Conn,
 }
 
 impl std::fmt::Debug for Store {
@@ -97,7 +102,7 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn request_error(op: &'static str, key: &str) -> impl FnOnce(etcd_client::Error) -> StoreError {
+fn request_error(op: &'static str, key: &str) -> impl FnOnce(Status) -> StoreError {
     let key = key.to_string();
     move |source| StoreError::Request { op, key, source }
 }
@@ -109,29 +114,13 @@ impl Store {
         endpoints: &[String],
         creds: Option<(String, String)>,
     ) -> Result<Store, StoreError> {
-        let joined = endpoints.join(",");
-        let connect_error = |source| StoreError::Connect {
-            endpoints: joined.clone(),
-            source,
-        };
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(5))
-            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
-            .with_auto_token_refresh(true);
-        if let Some((user, password)) = creds {
-            options = options.with_user(user, password);
+        match Conn::connect(endpoints, creds).await {
+            Ok(conn) => Ok(Store { conn }),
+            Err(source) => Err(StoreError::Connect {
+                endpoints: endpoints.join(","),
+                source,
+            }),
         }
-        let mut client = Client::connect(endpoints, Some(options))
-            .await
-            .map_err(connect_error)?;
-        // Connecting is lazy without credentials: ask for something cheap to know it answers.
-        // Any answer from the server will do (some etcd versions want more rights for Status).
-        match client.status().await {
-            Ok(_) => {}
-            Err(etcd_client::Error::GRpcStatus(s)) if s.code() != tonic::Code::Unavailable => {}
-            Err(e) => return Err(connect_error(e)),
-        }
-        Ok(Store { client })
     }
 
     /// Replaces all of `host`'s exports with `exports` in one transaction (one revision, one
@@ -169,40 +158,63 @@ impl Store {
             })?;
             desired.insert(key.into_bytes(), value);
         }
-        let mut client = self.client.clone();
         loop {
-            let resp = client
-                .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
+            let resp = self
+                .conn
+                .range(range_prefix(&prefix))
                 .await
                 .map_err(request_error("get", &prefix))?;
-            let rev = resp.header().map_or(0, |h| h.revision());
-            let current: BTreeMap<&[u8], &[u8]> =
-                resp.kvs().iter().map(|kv| (kv.key(), kv.value())).collect();
+            let rev = resp.header.as_ref().map_or(0, |h| h.revision);
+            let current: BTreeMap<&[u8], &[u8]> = resp
+                .kvs
+                .iter()
+                .map(|kv| (kv.key.as_slice(), kv.value.as_slice()))
+                .collect();
             let mut ops = Vec::new();
             for (key, value) in &desired {
                 if current.get(key.as_slice()) != Some(&value.as_slice()) {
-                    ops.push(TxnOp::put(key.clone(), value.clone(), None));
+                    ops.push(RequestOp {
+                        request: Some(request_op::Request::RequestPut(PutRequest {
+                            key: key.clone(),
+                            value: value.clone(),
+                            ..Default::default()
+                        })),
+                    });
                 }
             }
             for key in current.keys() {
                 if !desired.contains_key(*key) {
-                    ops.push(TxnOp::delete(key.to_vec(), None));
+                    ops.push(RequestOp {
+                        request: Some(request_op::Request::RequestDeleteRange(
+                            DeleteRangeRequest {
+                                key: key.to_vec(),
+                                ..Default::default()
+                            },
+                        )),
+                    });
                 }
             }
             if ops.is_empty() {
                 return Ok(());
             }
             // Applies only if nobody touched the host's exports since we read them.
-            let txn = Txn::new()
-                .when(vec![
-                    Compare::mod_revision(prefix.as_str(), CompareOp::Less, rev + 1).with_prefix(),
-                ])
-                .and_then(ops);
-            let done = client
+            let txn = TxnRequest {
+                compare: vec![Compare {
+                    result: compare::CompareResult::Less as i32,
+                    target: compare::CompareTarget::Mod as i32,
+                    key: prefix.as_bytes().to_vec(),
+                    range_end: prefix_end(prefix.as_bytes()),
+                    target_union: Some(compare::TargetUnion::ModRevision(rev + 1)),
+                }],
+                success: ops,
+                failure: vec![],
+            };
+            let done = self
+                .conn
                 .txn(txn)
                 .await
                 .map_err(request_error("txn", &prefix))?;
-            if done.succeeded() {
+            if done.succeeded {
                 return Ok(());
             }
         }
@@ -210,30 +222,26 @@ impl Store {
 
     /// Every export of every host, right now.
     pub async fn exports_snapshot(&self) -> Result<Vec<ExportedResource>, StoreError> {
-        let (entries, _) = list(&self.client, keys::EXPORTED).await?;
+        let (entries, _) = list(&self.conn, keys::EXPORTED).await?;
         Ok(decode_exports(&entries))
     }
 
     /// Full snapshots of all exports: the current one first, then one after each change.
     pub async fn watch_exports(&self) -> Result<SnapshotWatch<Vec<ExportedResource>>, StoreError> {
-        SnapshotWatch::start(&self.client, keys::EXPORTED, decode_exports).await
+        SnapshotWatch::start(&self.conn, keys::EXPORTED, decode_exports).await
     }
 
     /// Records whether `host` is converged.
     pub async fn set_converged(&self, host: &str, converged: bool) -> Result<(), StoreError> {
         check_segment("host name", host)?;
         let key = keys::converged(host);
-        self.client
-            .clone()
-            .put(key.as_str(), if converged { "true" } else { "false" }, None)
-            .await
-            .map_err(request_error("put", &key))?;
-        Ok(())
+        let value = if converged { "true" } else { "false" };
+        self.put(&key, value).await
     }
 
     /// Every host's convergence flag, right now.
     pub async fn converged(&self) -> Result<BTreeMap<String, bool>, StoreError> {
-        let (entries, _) = list(&self.client, keys::CONVERGED).await?;
+        let (entries, _) = list(&self.conn, keys::CONVERGED).await?;
         Ok(decode_converged(&entries))
     }
 
@@ -241,7 +249,7 @@ impl Store {
     pub async fn watch_converged(
         &self,
     ) -> Result<SnapshotWatch<BTreeMap<String, bool>>, StoreError> {
-        SnapshotWatch::start(&self.client, keys::CONVERGED, decode_converged).await
+        SnapshotWatch::start(&self.conn, keys::CONVERGED, decode_converged).await
     }
 
     /// Marks `host` alive under a lease of `ttl` kept alive by the returned handle; when the
@@ -250,10 +258,10 @@ impl Store {
         check_segment("host name", host)?;
         let ttl = ttl.as_secs().max(1) as i64;
         let key = keys::host(host);
-        let mut client = self.client.clone();
-        let id = grant_and_put(&mut client, &key, ttl).await?;
+        let conn = self.conn.clone();
+        let id = grant_and_put(&conn, &key, ttl).await?;
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(keep_host_alive(client, key, ttl, id, cancel.clone()));
+        let task = tokio::spawn(keep_host_alive(conn, key, ttl, id, cancel.clone()));
         Ok(HostLease {
             cancel,
             task: Some(task),
@@ -262,31 +270,38 @@ impl Store {
 
     /// The hosts whose liveness key exists.
     pub async fn live_hosts(&self) -> Result<BTreeSet<String>, StoreError> {
-        let (entries, _) = list(&self.client, keys::HOSTS).await?;
+        let (entries, _) = list(&self.conn, keys::HOSTS).await?;
         Ok(decode_hosts(&entries))
     }
 
     /// Snapshots of the live hosts: the current set, then one per change.
     pub async fn watch_live_hosts(&self) -> Result<SnapshotWatch<BTreeSet<String>>, StoreError> {
-        SnapshotWatch::start(&self.client, keys::HOSTS, decode_hosts).await
+        SnapshotWatch::start(&self.conn, keys::HOSTS, decode_hosts).await
     }
 
     /// Reads one key (for resources that keep their own values in the store).
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let req = RangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        };
         let resp = self
-            .client
-            .clone()
-            .get(key, None)
+            .conn
+            .range(req)
             .await
             .map_err(request_error("get", key))?;
-        Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
+        Ok(resp.kvs.into_iter().next().map(|kv| kv.value))
     }
 
     /// Writes one key.
     pub async fn put(&self, key: &str, value: impl Into<Vec<u8>>) -> Result<(), StoreError> {
-        self.client
-            .clone()
-            .put(key, value, None)
+        let req = PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: value.into(),
+            ..Default::default()
+        };
+        self.conn
+            .put(req)
             .await
             .map_err(request_error("put", key))?;
         Ok(())
@@ -294,9 +309,12 @@ impl Store {
 
     /// Deletes one key.
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.client
-            .clone()
-            .delete(key, None)
+        let req = DeleteRangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        };
+        self.conn
+            .delete(req)
             .await
             .map_err(request_error("delete", key))?;
         Ok(())
@@ -306,19 +324,26 @@ impl Store {
 /// The keys under `prefix` (with the prefix cut off) and the revision they were read at.
 type Entries = BTreeMap<String, Vec<u8>>;
 
-async fn list(client: &Client, prefix: &str) -> Result<(Entries, i64), StoreError> {
-    let resp = client
-        .clone()
-        .get(prefix, Some(GetOptions::new().with_prefix()))
+fn range_prefix(prefix: &str) -> RangeRequest {
+    RangeRequest {
+        key: prefix.as_bytes().to_vec(),
+        range_end: prefix_end(prefix.as_bytes()),
+        ..Default::default()
+    }
+}
+
+async fn list(conn: &Conn, prefix: &str) -> Result<(Entries, i64), StoreError> {
+    let resp = conn
+        .range(range_prefix(prefix))
         .await
         .map_err(request_error("get", prefix))?;
-    let rev = resp.header().map_or(0, |h| h.revision());
+    let rev = resp.header.as_ref().map_or(0, |h| h.revision);
     let entries = resp
-        .kvs()
-        .iter()
+        .kvs
+        .into_iter()
         .filter_map(|kv| {
-            let key = std::str::from_utf8(kv.key()).ok()?;
-            Some((key.strip_prefix(prefix)?.to_string(), kv.value().to_vec()))
+            let key = std::str::from_utf8(&kv.key).ok()?;
+            Some((key.strip_prefix(prefix)?.to_string(), kv.value))
         })
         .collect();
     Ok((entries, rev))
@@ -370,25 +395,34 @@ fn decode_hosts(entries: &Entries) -> BTreeSet<String> {
 /// alters the decoded value. It owns no task: the watch advances only while `next` is awaited
 /// (events queue in the stream meanwhile), so dropping it ends everything.
 pub struct SnapshotWatch<T> {
-    client: Client,
+    conn: Conn,
     prefix: &'static str,
     entries: Entries,
-    stream: WatchStream,
+    /// Kept so the request half of the stream stays open (closing it ends the watch).
+    _requests: mpsc::Sender<WatchRequest>,
+    stream: Streaming<WatchResponse>,
     decode: fn(&Entries) -> T,
     last: Option<T>,
 }
 
+type WatchHalves = (
+    Entries,
+    mpsc::Sender<WatchRequest>,
+    Streaming<WatchResponse>,
+);
+
 impl<T: PartialEq + Clone> SnapshotWatch<T> {
     async fn start(
-        client: &Client,
+        conn: &Conn,
         prefix: &'static str,
         decode: fn(&Entries) -> T,
     ) -> Result<Self, StoreError> {
-        let (entries, stream) = Self::subscribe(client, prefix).await?;
+        let (entries, requests, stream) = Self::subscribe(conn, prefix).await?;
         Ok(Self {
-            client: client.clone(),
+            conn: conn.clone(),
             prefix,
             entries,
+            _requests: requests,
             stream,
             decode,
             last: None,
@@ -396,20 +430,23 @@ impl<T: PartialEq + Clone> SnapshotWatch<T> {
     }
 
     /// Lists the prefix, then watches it from the next revision: nothing is missed in between.
-    async fn subscribe(
-        client: &Client,
-        prefix: &'static str,
-    ) -> Result<(Entries, WatchStream), StoreError> {
-        let (entries, rev) = list(client, prefix).await?;
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(rev + 1);
-        let stream = client
-            .clone()
-            .watch(prefix, Some(options))
+    async fn subscribe(conn: &Conn, prefix: &'static str) -> Result<WatchHalves, StoreError> {
+        let (entries, rev) = list(conn, prefix).await?;
+        let create = WatchRequest {
+            request_union: Some(watch_request::RequestUnion::CreateRequest(
+                WatchCreateRequest {
+                    key: prefix.as_bytes().to_vec(),
+                    range_end: prefix_end(prefix.as_bytes()),
+                    start_revision: rev + 1,
+                    ..Default::default()
+                },
+            )),
+        };
+        let (requests, stream) = conn
+            .watch(create)
             .await
             .map_err(request_error("watch", prefix))?;
-        Ok((entries, stream))
+        Ok((entries, requests, stream))
     }
 
     fn ended(&self, reason: String) -> StoreError {
@@ -430,33 +467,36 @@ impl<T: PartialEq + Clone> SnapshotWatch<T> {
             let resp = match self.stream.message().await {
                 Ok(Some(resp)) => resp,
                 Ok(None) => return Err(self.ended("the server closed the stream".to_string())),
-                Err(e) => return Err(self.ended(e.to_string())),
+                Err(e) => return Err(self.ended(e.message().to_string())),
             };
-            if resp.canceled() {
-                if resp.compact_revision() > 0 {
+            if resp.canceled {
+                if resp.compact_revision > 0 {
                     // We fell behind a compaction: start over from a fresh listing.
-                    let (entries, stream) = Self::subscribe(&self.client, self.prefix).await?;
+                    let (entries, requests, stream) =
+                        Self::subscribe(&self.conn, self.prefix).await?;
                     self.entries = entries;
+                    self._requests = requests;
                     self.stream = stream;
                     continue;
                 }
-                return Err(self.ended(format!("canceled by the server: {}", resp.cancel_reason())));
+                return Err(self.ended(format!("canceled by the server: {}", resp.cancel_reason)));
             }
-            for ev in resp.events() {
-                let Some(kv) = ev.kv() else { continue };
-                let Some(rest) = std::str::from_utf8(kv.key())
+            for ev in resp.events {
+                let Some(kv) = ev.kv else { continue };
+                let Some(rest) = std::str::from_utf8(&kv.key)
                     .ok()
                     .and_then(|k| k.strip_prefix(self.prefix))
                 else {
                     continue;
                 };
-                match ev.event_type() {
-                    EventType::Put => {
-                        self.entries.insert(rest.to_string(), kv.value().to_vec());
+                match EventType::try_from(ev.r#type) {
+                    Ok(EventType::Put) => {
+                        self.entries.insert(rest.to_string(), kv.value);
                     }
-                    EventType::Delete => {
+                    Ok(EventType::Delete) => {
                         self.entries.remove(rest);
                     }
+                    Err(_) => {}
                 }
             }
         }
@@ -490,61 +530,80 @@ impl Drop for HostLease {
     }
 }
 
-async fn grant_and_put(client: &mut Client, key: &str, ttl: i64) -> Result<i64, StoreError> {
-    let lease = client
-        .lease_grant(ttl, None)
+async fn grant_and_put(conn: &Conn, key: &str, ttl: i64) -> Result<i64, StoreError> {
+    let lease = conn
+        .lease_grant(ttl)
         .await
         .map_err(request_error("lease grant", key))?;
-    let id = lease.id();
-    if let Err(source) = client
-        .put(key, "alive", Some(PutOptions::new().with_lease(id)))
-        .await
-    {
+    let id = lease.id;
+    let put = PutRequest {
+        key: key.as_bytes().to_vec(),
+        value: b"alive".to_vec(),
+        lease: id,
+        ..Default::default()
+    };
+    if let Err(source) = conn.put(put).await {
         // Do not leave an unused lease behind (it would expire anyway).
-        let _ = client.lease_revoke(id).await;
+        let _ = conn.lease_revoke(id).await;
         return Err(request_error("put", key)(source));
     }
     Ok(id)
 }
 
+type Keeper = (
+    mpsc::Sender<LeaseKeepAliveRequest>,
+    Streaming<LeaseKeepAliveResponse>,
+);
+
 /// Renews the lease every third of its TTL. If the lease is lost (expired during a network
 /// outage, or revoked by someone), the host registers again with a new one.
 async fn keep_host_alive(
-    mut client: Client,
+    conn: Conn,
     key: String,
     ttl: i64,
     mut id: i64,
     cancel: CancellationToken,
 ) {
     let period = Duration::from_millis((ttl as u64 * 1000 / 3).max(200));
-    let mut keeper = None;
+    let mut keeper: Option<Keeper> = None;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = tokio::time::sleep(period) => {}
         }
-        if keeper.is_none() {
-            match client.lease_keep_alive(id).await {
+        let fresh = keeper.is_none();
+        if fresh {
+            // Opening the stream sends the first renewal.
+            match conn.keep_alive(id).await {
                 Ok(k) => keeper = Some(k),
                 Err(error) => {
-                    tracing::warn!(key, %error, "cannot open the host keepalive stream");
+                    tracing::warn!(
+                        key,
+                        error = error.message(),
+                        "cannot open the host keepalive stream"
+                    );
                     continue;
                 }
             }
         }
-        let Some((k, responses)) = keeper.as_mut() else {
+        let Some((requests, responses)) = keeper.as_mut() else {
             continue;
         };
         let renewed = async {
-            k.keep_alive().await?;
+            if !fresh {
+                requests
+                    .send(LeaseKeepAliveRequest { id })
+                    .await
+                    .map_err(|_| Status::cancelled("keepalive stream closed"))?;
+            }
             responses.message().await
         };
         match tokio::time::timeout(period, renewed).await {
-            Ok(Ok(Some(r))) if r.ttl() > 0 => {}
+            Ok(Ok(Some(r))) if r.ttl > 0 => {}
             Ok(Ok(Some(_))) => {
                 tracing::warn!(key, "host lease was lost; registering again");
                 keeper = None;
-                match grant_and_put(&mut client, &key, ttl).await {
+                match grant_and_put(&conn, &key, ttl).await {
                     Ok(new_id) => id = new_id,
                     Err(error) => tracing::warn!(key, %error, "cannot register the host again"),
                 }
@@ -555,7 +614,11 @@ async fn keep_host_alive(
             }
         }
     }
-    if let Err(error) = client.lease_revoke(id).await {
-        tracing::debug!(key, %error, "revoking the host lease failed (it will expire)");
+    if let Err(error) = conn.lease_revoke(id).await {
+        tracing::debug!(
+            key,
+            error = error.message(),
+            "revoking the host lease failed (it will expire)"
+        );
     }
 }

@@ -15,13 +15,13 @@ pub enum StoreError {
     #[error("cannot connect to the store at {endpoints}: {source}")]
     Connect {
         endpoints: String,
-        source: etcd_client::Error,
+        source: crate::conn::ConnectError,
     },
-    #[error("store request {op} on {key:?} failed: {source}")]
+    #[error("store request {op} on {key:?} failed: {}", status_text(.source))]
     Request {
         op: &'static str,
         key: String,
-        source: etcd_client::Error,
+        source: tonic::Status,
     },
     #[error("invalid {what} {value:?}: {reason}")]
     InvalidName {
@@ -43,6 +43,15 @@ pub enum StoreError {
         user: String,
         source: EtcdError,
     },
+}
+
+/// A gRPC status as one line: the server's message, or the code when it sent none.
+pub(crate) fn status_text(s: &tonic::Status) -> String {
+    if s.message().is_empty() {
+        format!("{:?}", s.code())
+    } else {
+        format!("{} ({:?})", s.message(), s.code())
+    }
 }
 
 /// An etcd v3 API error, with etcd's own message text.

@@ -6,6 +6,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use common::raw::{Raw, watch_prefix};
 use common::{real_etcd, start_ours};
 use serde_json::json;
 use store::{ExportedResource, SnapshotWatch, Store, StoreError, keys};
@@ -64,16 +65,13 @@ async fn exports_flow(url: &str) {
     );
 
     // Replacing the set is one revision: a raw watcher sees all its events in one response.
-    let mut raw_client = etcd_client::Client::connect([url], None).await.unwrap();
+    let mut raw_client = Raw::connect(url).await.unwrap();
     let mut raw_watch = raw_client
-        .watch(
-            keys::EXPORTED,
-            Some(etcd_client::WatchOptions::new().with_prefix()),
-        )
+        .watch(watch_prefix(keys::EXPORTED))
         .await
         .unwrap();
     let created = raw_watch.message().await.unwrap().unwrap();
-    assert!(created.created());
+    assert!(created.created);
     a.publish_exports(
         "h1",
         vec![
@@ -89,12 +87,12 @@ async fn exports_flow(url: &str) {
         .unwrap()
         .unwrap();
     let revs: BTreeSet<i64> = resp
-        .events()
+        .events
         .iter()
-        .map(|e| e.kv().unwrap().mod_revision())
+        .map(|e| e.kv.as_ref().unwrap().mod_revision)
         .collect();
     assert_eq!(
-        (resp.events().len(), revs.len()),
+        (resp.events.len(), revs.len()),
         (3, 1),
         "delete f1, put f2, put e1 in one revision"
     );
@@ -106,13 +104,7 @@ async fn exports_flow(url: &str) {
     assert_eq!(names, [("exec", "e1"), ("file", "/tmp/f2")]);
 
     // Publishing the same set again changes nothing at all.
-    let before = raw_client
-        .get("x", None)
-        .await
-        .unwrap()
-        .header()
-        .unwrap()
-        .revision();
+    let before = raw_client.revision().await.unwrap();
     a.publish_exports(
         "h1",
         vec![
@@ -122,13 +114,7 @@ async fn exports_flow(url: &str) {
     )
     .await
     .unwrap();
-    let after = raw_client
-        .get("x", None)
-        .await
-        .unwrap()
-        .header()
-        .unwrap()
-        .revision();
+    let after = raw_client.revision().await.unwrap();
     assert_eq!(before, after);
 
     // A second host's exports arrive beside the first's; emptying them removes them.

@@ -5,8 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use etcd_client::{Client, WatchOptions};
+use common::raw::{Raw, put, watch_key, watch_prefix};
 use store::ServerConfig;
+use store::pb::etcdserverpb::{LeaseGrantRequest, WatchCreateRequest};
 use tokio_util::sync::CancellationToken;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -26,40 +27,40 @@ async fn progress_notify_reports_quiet_watchers() {
         ..ServerConfig::default()
     })
     .await;
-    let mut c = Client::connect([server.client_url()], None).await.unwrap();
-    c.put("k", "v", None).await.unwrap();
+    let mut c = Raw::connect(&server.client_url()).await.unwrap();
+    c.put(put("k", "v")).await.unwrap();
     let mut w = c
-        .watch("k", Some(WatchOptions::new().with_progress_notify()))
+        .watch(WatchCreateRequest {
+            progress_notify: true,
+            ..watch_key("k")
+        })
         .await
         .unwrap();
     let created = w.message().await.unwrap().unwrap();
-    assert!(created.created());
+    assert!(created.created);
     let notice = tokio::time::timeout(TIMEOUT, w.message())
         .await
         .unwrap()
         .unwrap()
         .unwrap();
-    assert_eq!(notice.watch_id(), created.watch_id());
-    assert!(notice.events().is_empty() && !notice.canceled());
-    assert_eq!(notice.header().unwrap().revision(), 2);
+    assert_eq!(notice.watch_id, created.watch_id);
+    assert!(notice.events.is_empty() && !notice.canceled);
+    assert_eq!(notice.header.unwrap().revision, 2);
     server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_far_behind_gets_every_event_in_order() {
     let server = start(ServerConfig::default()).await;
-    let mut c = Client::connect([server.client_url()], None).await.unwrap();
-    let mut w = c
-        .watch("lag/", Some(WatchOptions::new().with_prefix()))
-        .await
-        .unwrap();
-    assert!(w.message().await.unwrap().unwrap().created());
+    let mut c = Raw::connect(&server.client_url()).await.unwrap();
+    let mut w = c.watch(watch_prefix("lag/")).await.unwrap();
+    assert!(w.message().await.unwrap().unwrap().created);
     // Far more commits than the broadcast holds, with nobody reading: the session must catch up
     // from the event log (4 KiB values overflow the HTTP/2 windows, so the session stalls).
     const N: i64 = 5000;
     let value = vec![b'x'; 4096];
     for i in 0..N {
-        c.put(format!("lag/{}", i % 7), value.clone(), None)
+        c.put(put(format!("lag/{}", i % 7), value.clone()))
             .await
             .unwrap();
     }
@@ -67,10 +68,10 @@ async fn a_watcher_far_behind_gets_every_event_in_order() {
     tokio::time::timeout(TIMEOUT, async {
         while next_rev < 2 + N {
             let resp = w.message().await.unwrap().unwrap();
-            assert!(!resp.canceled(), "not canceled: {}", resp.cancel_reason());
-            for ev in resp.events() {
+            assert!(!resp.canceled, "not canceled: {}", resp.cancel_reason);
+            for ev in &resp.events {
                 assert_eq!(
-                    ev.kv().unwrap().mod_revision(),
+                    ev.kv.as_ref().unwrap().mod_revision,
                     next_rev,
                     "events in order, none missing"
                 );
@@ -86,13 +87,18 @@ async fn a_watcher_far_behind_gets_every_event_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_ends_open_streams() {
     let server = start(ServerConfig::default()).await;
-    let mut c = Client::connect([server.client_url()], None).await.unwrap();
-    let mut w = c.watch("x", None).await.unwrap();
-    assert!(w.message().await.unwrap().unwrap().created());
-    let lease = c.lease_grant(60, None).await.unwrap();
-    let (mut keeper, mut acks) = c.lease_keep_alive(lease.id()).await.unwrap();
-    keeper.keep_alive().await.unwrap();
-    assert_eq!(acks.message().await.unwrap().unwrap().ttl(), 60);
+    let mut c = Raw::connect(&server.client_url()).await.unwrap();
+    let mut w = c.watch(watch_key("x")).await.unwrap();
+    assert!(w.message().await.unwrap().unwrap().created);
+    let lease = c
+        .lease
+        .lease_grant(LeaseGrantRequest { ttl: 60, id: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut keeper = c.keep_alive(lease.id).await.unwrap();
+    keeper.keep_alive().await;
+    assert_eq!(keeper.message().await.unwrap().unwrap().ttl, 60);
 
     tokio::time::timeout(TIMEOUT, server.shutdown())
         .await

@@ -138,7 +138,7 @@ fn enter(plan: &Plan) -> io::Result<()> {
         unsafe { libc::write(2, label.as_ptr().cast(), label.len()) };
         Err(err)
     };
-    // SAFETY (whole block): raw system calls on NUL-terminated strings and an open fd owned by
+    // SAFETY: raw system calls on NUL-terminated strings and an open fd owned by
     // `plan`; they affect only this child process.
     unsafe {
         if libc::setns(plan.netns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {

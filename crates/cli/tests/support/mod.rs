@@ -29,6 +29,8 @@ pub struct Running {
     exited: bool,
     mark: usize,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    /// Ends when the child's stderr is closed and every line of it is in `stderr`.
+    stderr_done: mpsc::Receiver<()>,
     /// How long `wait_event` and `wait` wait (`DEADLINE` unless set).
     pub deadline: Duration,
 }
@@ -66,11 +68,13 @@ impl Running {
         let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let err = child.stderr.take().expect("stderr");
         let sink = stderr.clone();
+        let (done_tx, stderr_done) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
                 eprintln!("[mgmt] {line}");
                 sink.lock().unwrap().push_str(&(line + "\n"));
             }
+            let _ = done_tx.send(());
         });
         let pid = child.id() as i32;
         let stdin = child.stdin.take();
@@ -90,6 +94,7 @@ impl Running {
             exited: false,
             mark: 0,
             stderr,
+            stderr_done,
             deadline: DEADLINE,
         }
     }
@@ -171,6 +176,10 @@ impl Running {
         while let Ok(v) = self.events.recv_timeout(DEADLINE) {
             self.seen.push(v);
         }
+        // Likewise stderr: the process has exited, but its last lines may still be in the pipe
+        // (on a busy machine the reader thread runs late). Without this join, a test could see
+        // an empty stderr for a run that printed its error.
+        let _ = self.stderr_done.recv_timeout(DEADLINE);
         (st, self.stderr())
     }
 }

@@ -286,7 +286,7 @@ async fn sema_bounds_how_many_check_applies_run_at_once() {
                     .arc()
             })
             .collect();
-        let mut rig = rig(false);
+        let rig = rig(false);
         rig.engine.swap(graph(vs, &[])).await.unwrap();
         lab.wait_until("the first holders inside", |s| {
             s.applies.values().sum::<u32>() == most as u32

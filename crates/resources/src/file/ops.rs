@@ -421,7 +421,7 @@ fn ensure_attrs(
 }
 
 /// Whether the regular file at `path` (metadata `m`) already holds `content`.
-fn same_content(path: &Path, m: &Metadata, content: &Content) -> Result<bool, ResourceError> {
+fn same_content(path: &Path, m: &Metadata, content: &Content<'_>) -> Result<bool, ResourceError> {
     match content {
         Content::Text(text) => {
             if m.len() != text.len() as u64 {

@@ -71,7 +71,7 @@ pub(super) async fn watch(spec: &FileSpec, ctx: WatchCtx) -> Result<(), Resource
 /// What should be watched now: for each target, its name in its nearest existing ancestor
 /// directory, and the target itself (with its subdirectories when recursive) when it is an
 /// existing directory whose entries matter, or `/` (which has no parent to watch it through).
-fn wanted(targets: &[Target]) -> BTreeSet<Interest> {
+fn wanted(targets: &[Target<'_>]) -> BTreeSet<Interest> {
     let mut wanted = BTreeSet::new();
     for t in targets {
         let mut anchored = false;
@@ -123,7 +123,7 @@ fn subdirectories(dir: &Path, wanted: &mut BTreeSet<Interest>) {
 /// Move the watches to where they are needed now. A directory may vanish between looking and
 /// watching; then look again (bounded: each retry means the tree changed under us, and the
 /// event that follows such a change will bring us back here).
-fn follow(sub: &Subscription, targets: &[Target]) -> Result<(), ResourceError> {
+fn follow(sub: &Subscription, targets: &[Target<'_>]) -> Result<(), ResourceError> {
     let mut last_error = None;
     for _ in 0..FOLLOW_TRIES {
         match sub.set(&wanted(targets)) {

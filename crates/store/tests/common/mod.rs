@@ -1,7 +1,9 @@
-//! Test helpers: our embedded server on a free port, a real etcd (`testbed::Etcd`), and waiting
-//! under deadlines.
+//! Test helpers: our embedded server on a free port, a real etcd (`testbed::Etcd`), waiting
+//! under deadlines, and the raw etcd v3 API (`raw`).
 //! Never sleeps to synchronise: readiness is polled under a deadline.
 #![allow(dead_code)]
+
+pub mod raw;
 
 use std::time::{Duration, Instant};
 

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(
     name = "mgmt",
-    version,
+    version = crate::VERSION,
     about = "Event-driven configuration management, with agentless remote execution over SSH"
 )]
 pub struct Cli {
@@ -26,6 +26,14 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Print a shell completion script on stdout (e.g. `mgmt completions bash > /etc/bash_completion.d/mgmt`).
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on stdout (e.g. `mgmt man | man -l -`).
+    Man,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -16,7 +16,9 @@ pub fn init_tracing(prefix: Option<&str>) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal());
+        // Colour only on a terminal, and never with NO_COLOR (an explicit `with_ansi` would
+        // override tracing-subscriber's own NO_COLOR check).
+        .with_ansi(std::io::stderr().is_terminal() && !crate::no_color());
 
     // A remote child's lines are prefixed by the initiator with the host name, and timestamps
     // there would be the child's clock: keep them short.

@@ -1,11 +1,21 @@
 //! The live view of a remote run for people: one line per host (connecting, copying, running,
 //! converged, failed) redrawn in place when stderr is a terminal, plain prefixed lines
 //! otherwise. The child's output is always shown line by line, prefixed with its host.
+//!
+//! No colour anywhere: the template has no styles (so NO_COLOR has nothing to turn off here;
+//! indicatif's `console` would honour it too).
 
 use std::collections::BTreeMap;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use remote::HostState;
+
+/// Writes to stderr, ignoring errors: `eprint!` panics when stderr is gone (the terminal hung
+/// up, which stops the run cleanly, and the clean-up must not die on its way out).
+pub fn print_stderr(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
 
 pub struct Progress {
     tty: Option<(MultiProgress, BTreeMap<String, ProgressBar>)>,
@@ -55,7 +65,7 @@ impl Progress {
                     }
                 }
             }
-            None => eprintln!("{host:<w$} : {word}", w = self.width),
+            None => print_stderr(&format!("{host:<w$} : {word}\n", w = self.width)),
         }
     }
 
@@ -74,7 +84,7 @@ impl Progress {
                 }
                 let _ = mp.println(text);
             }
-            None => eprintln!("{text}"),
+            None => print_stderr(&format!("{text}\n")),
         }
     }
 
@@ -89,7 +99,7 @@ impl Progress {
                     pb.finish_with_message(format!("failed: {msg}"));
                 }
             }
-            None => eprintln!("{host:<w$} : failed: {msg}", w = self.width),
+            None => print_stderr(&format!("{host:<w$} : failed: {msg}\n", w = self.width)),
         }
     }
 

@@ -22,7 +22,6 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use remote::{HostState, RemoteEvent};
 use serde_json::json;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -32,6 +31,7 @@ use crate::args::RunArgs;
 use crate::hier::{self, Creds, Notice, Report, Settings, Tree};
 use crate::output::Events;
 use crate::progress::Progress;
+use crate::signals::Signals;
 use crate::storelink;
 
 pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
@@ -142,8 +142,9 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
         alive: alive_tx,
         sub_summaries: BTreeMap::new(),
     };
-    let mut sigint = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    // SIGINT, SIGTERM and SIGHUP all end the run cleanly (see signals.rs).
+    let mut signals = Signals::new()?;
+    let mut signalled = None;
     let max_runtime = async {
         match args.max_runtime {
             0 => std::future::pending().await,
@@ -157,8 +158,10 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
         tokio::select! {
             _ = &mut converged_done => break "converged",
             _ = &mut max_runtime => break "maxruntime",
-            _ = sigint.recv() => break "interrupted",
-            _ = sigterm.recv() => break "interrupted",
+            sig = signals.stop() => {
+                signalled = Some(sig);
+                break "interrupted";
+            }
             ev = ev_rx.recv() => match ev {
                 Some(ev) => relay.on_event(ev),
                 None => { fleet_over = true; break "hosts_done" }
@@ -184,14 +187,21 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
             "the cluster has converged for {}s, ending the run",
             args.converged_timeout
         ),
-        "interrupted" => info!("interrupted: stopping every host (^C again to force)"),
+        "interrupted" => info!(
+            "interrupted by {}: stopping every host (^C again to force)",
+            signalled.unwrap_or("a signal")
+        ),
         "maxruntime" => info!(
             "max runtime of {}s reached, stopping every host",
             args.max_runtime
         ),
         _ => {}
     }
-    events.emit("exit", &json!({"reason": reason}));
+    let mut exit = json!({"reason": reason});
+    if let Some(sig) = signalled {
+        exit["signal"] = json!(sig);
+    }
+    events.emit("exit", &exit);
     drop(watch);
     fleet_cancel.cancel();
 
@@ -204,7 +214,7 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
                 Some(ev) => relay.on_event(ev),
                 None => fleet_over = true,
             },
-            _ = sigint.recv() => {
+            _ = signals.interrupt() => {
                 warn!("second interrupt: forcing every host down now");
                 force.cancel();
             }
@@ -287,8 +297,9 @@ impl Relay<'_> {
             }
             RemoteEvent::Failed { host, step, error } => {
                 events.emit("host_failed", &json!({"host": host, "step": format!("{step:?}").to_lowercase(), "error": error.to_string()}));
-                self.progress
-                    .failed(&host, &format!("{step:?}: {error}").to_lowercase());
+                // The step's name is lower-cased, the error is shown as it is.
+                let step = format!("{step:?}").to_lowercase();
+                self.progress.failed(&host, &format!("{step}: {error}"));
                 self.failed.insert(host.clone());
                 self.gone(&host);
             }
@@ -426,7 +437,7 @@ impl Relay<'_> {
                 }
             }
         }
-        eprint!("{out}");
+        crate::progress::print_stderr(&out);
         ok
     }
 }

@@ -13,7 +13,6 @@ use anyhow::{Context, Result, bail};
 use engine::{Converger, Engine, EngineConfig, EngineEvent};
 use resource::{Registry, ResId};
 use serde_json::json;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -23,15 +22,29 @@ use crate::args::RunArgs;
 use crate::collect;
 use crate::graphfile::{self, FileWatch};
 use crate::output::Events;
+use crate::signals::Signals;
 use crate::storelink;
 
 /// Why the run loop stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stop {
     Converged,
-    Interrupted,
+    /// By a signal (its name): SIGINT, SIGTERM or SIGHUP.
+    Interrupted(&'static str),
     MaxRuntime,
     Lifeline,
+}
+
+impl Stop {
+    /// The `exit` event's `reason`.
+    fn reason(self) -> &'static str {
+        match self {
+            Stop::Converged => "converged",
+            Stop::Interrupted(_) => "interrupted",
+            Stop::MaxRuntime => "maxruntime",
+            Stop::Lifeline => "lifeline",
+        }
+    }
 }
 
 pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
@@ -40,7 +53,19 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
         .clone()
         .context("--yaml FILE is required (or --remote FILE)")?;
     let registry = resources::registry();
-    let text = graphfile::read(&path)?;
+    let text = match graphfile::read(&path) {
+        Ok(text) => text,
+        Err(e) => {
+            // A graph file that is missing or unreadable is bad input, like one that does not
+            // parse: one line, exit 2.
+            eprintln!("error: {e:#}");
+            events.emit(
+                "graph_invalid",
+                &json!({"file": path, "errors": format!("{e:#}")}),
+            );
+            return Ok(Exit::BadInput);
+        }
+    };
     let spec = match graphfile::parse(&path, &text, &registry) {
         Ok(spec) => spec,
         Err(diags) => {
@@ -50,7 +75,7 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
         }
     };
     let hostname: Arc<str> = crate::hostname(&args)?.into();
-    info!(host = %hostname, graph = %spec.graph, "this is mgmt-rs {}", env!("CARGO_PKG_VERSION"));
+    info!(host = %hostname, graph = %spec.graph, "this is mgmt-rs {}", crate::VERSION);
 
     let cancel = CancellationToken::new();
     let store = storelink::connect(&args, &hostname, &events, cancel.child_token()).await?;
@@ -146,17 +171,14 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
     };
     tokio::pin!(max_runtime);
 
-    // One listener for the whole run: a signal that arrives while the loop is busy is kept,
-    // not lost between two iterations. SIGTERM (how a remote initiator stops us by pid, as a
-    // fallback) means the same as ^C.
-    let mut sigint = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    // SIGINT, SIGTERM (how a remote initiator stops us by pid, as a fallback) and SIGHUP all
+    // stop the run cleanly (see signals.rs).
+    let mut signals = Signals::new()?;
     let stop = loop {
         tokio::select! {
             _ = &mut converged_wait => break Stop::Converged,
             _ = &mut max_runtime => break Stop::MaxRuntime,
-            _ = sigint.recv() => break Stop::Interrupted,
-            _ = sigterm.recv() => break Stop::Interrupted,
+            sig = signals.stop() => break Stop::Interrupted(sig),
             _ = cancel.cancelled() => break Stop::Lifeline,
             Some(ev) = ev_rx.recv() => {
                 // Take every event already queued in one wake-up (a 10k-vertex graph sends
@@ -173,10 +195,10 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
                     // Our own change first, then tell the others: every collector wakes up at
                     // once and competes for the machine with the host that made the change.
                     swap(&engine, &state, &registry, &args, &events).await;
-                    if let (Some(s), false) = (store.as_ref(), args.noop) {
-                        if let Err(e) = s.publish(&collect::exports_of(&state.spec, &hostname)).await {
-                            error!("cannot publish exports: {e:#}");
-                        }
+                    if let (Some(s), false) = (store.as_ref(), args.noop)
+                        && let Err(e) = s.publish(&collect::exports_of(&state.spec, &hostname)).await
+                    {
+                        error!("cannot publish exports: {e:#}");
                     }
                 }
                 main_part.set_busy(false);
@@ -191,14 +213,15 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
     };
     match stop {
         Stop::Converged => info!("converged for {}s, exiting", args.converged_timeout),
-        Stop::Interrupted => info!("interrupted, shutting down (^C again to force)"),
+        Stop::Interrupted(sig) => info!("interrupted by {sig}, shutting down (^C again to force)"),
         Stop::MaxRuntime => info!("max runtime of {}s reached, exiting", args.max_runtime),
         Stop::Lifeline => info!("lifeline to the initiator closed, exiting"),
     }
-    events.emit(
-        "exit",
-        &json!({"reason": format!("{stop:?}").to_lowercase()}),
-    );
+    let mut exit = json!({"reason": stop.reason()});
+    if let Stop::Interrupted(sig) = stop {
+        exit["signal"] = json!(sig);
+    }
+    events.emit("exit", &exit);
 
     // A second ^C while shutting down forces the exit.
     let shutdown = async {
@@ -219,7 +242,7 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
     };
     tokio::select! {
         _ = shutdown => {}
-        _ = sigint.recv() => {
+        _ = signals.interrupt() => {
             warn!("second interrupt: forcing exit");
             return Ok(Exit::Failed);
         }
@@ -314,10 +337,10 @@ async fn swap(
     for w in &warnings {
         warn!("{w}");
     }
-    if let Some(file) = &args.graphviz {
-        if let Err(e) = crate::graphviz::write(file, &state.spec.graph, &graph) {
-            warn!("{e:#}");
-        }
+    if let Some(file) = &args.graphviz
+        && let Err(e) = crate::graphviz::write(file, &state.spec.graph, &graph)
+    {
+        warn!("{e:#}");
     }
     match engine.swap(graph).await {
         Ok(report) => {

@@ -356,10 +356,8 @@ fn unreachable_hosts_and_changed_host_keys_fail_alone() {
         &support::bed::files_graph(&bed.url(h3), &[("/tmp/x", "x\n")]),
     );
     // SAFETY: kill(2) on the test bed's own sshd listener of h3 (the test bed reaps it).
-    assert_eq!(
-        unsafe { libc::kill(bed.tb.sshd_pid(h3) as i32, libc::SIGTERM) },
-        0
-    );
+    let killed = unsafe { libc::kill(bed.tb.sshd_pid(h3) as i32, libc::SIGTERM) };
+    assert_eq!(killed, 0);
     assert!(support::bed::wait_until(FLEET_DEADLINE, || {
         std::net::TcpStream::connect((h3.addr, h3.port)).is_err()
     }));
@@ -756,6 +754,41 @@ fn noop_changes_nothing_and_tmp_prefix_places_the_run_dir() {
     assert!(!bed.tb.exists(h1, "/tmp/untouched"));
     assert_eq!(bed.sh(h1, "ls -A /root/runs"), "");
     assert!(bed.mgmt_processes(h1).is_empty());
+}
+
+#[test]
+fn sighup_stops_every_host_and_removes_its_run_dir_like_sigterm() {
+    let bed = Bed::up(TestbedConfig::hosts(1));
+    let h1 = bed.h(1);
+    let host = bed.name(h1);
+    let g = bed.graph(
+        "g.yaml",
+        &support::bed::files_graph(&bed.url(h1), &[("/tmp/hup", "x\n")]),
+    );
+    let mut r = bed.start(&[&g], &[]);
+    r.wait_event("applied", |v| applied_line(v, &host, "file[f0]"));
+    assert_eq!(bed.mgmt_processes(h1).len(), 1, "one child while running");
+    assert_eq!(bed.run_dirs(h1).len(), 1, "one run dir while running");
+    // The terminal went away (or `kill -HUP`): the same clean stop as ^C and SIGTERM.
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(r.pid, libc::SIGHUP) }, 0);
+    let (st, err) = r.wait();
+    assert_eq!(st.code(), Some(0), "{err}");
+    assert_eq!(exit_reason(&r.seen), "interrupted");
+    let exit = r.seen.iter().find(|v| v["event"] == "exit").unwrap();
+    assert_eq!(exit["signal"], "SIGHUP", "{exit}");
+    assert!(
+        host_events(&r.seen, "host_output", &host)
+            .iter()
+            .any(|v| v["line"]
+                .as_str()
+                .unwrap()
+                .ends_with("lifeline to the initiator closed, exiting")),
+        "the child stopped by itself: {:#?}",
+        r.seen
+    );
+    assert_eq!(summary(&r.seen, &host)["status"], "ok");
+    bed.assert_clean(h1);
 }
 
 #[test]

@@ -1,13 +1,12 @@
 //! Loading a graph file and watching it for new versions.
 //!
 //! Watching is done on the file's directory (editors replace files by rename, which a watch on
-//! the file itself would lose) and every event re-reads the file; identical text is ignored by
-//! the caller, so spurious events are harmless.
+//! the file itself would lose), through the process's one inotify hub, and every event re-reads
+//! the file; identical text is ignored by the caller, so spurious events are harmless.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 /// Read a graph file; the error names the path.
@@ -25,53 +24,37 @@ pub fn parse(
     yamlgraph::parse(&path.display().to_string(), text, registry).map_err(|d| d.to_string())
 }
 
-/// Watches one file; sends a unit on every change of it (create, write, rename over, delete).
+/// Watches graph files on the process-wide inotify hub (`resources::watch`); sends a unit on
+/// every possible change of one of them (create, write, rename over, delete). Reads do not
+/// count: every reload reads the file, and must not feed the next one. Dropping it stops the
+/// watch.
 pub struct FileWatch {
-    _watcher: notify::RecommendedWatcher,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl FileWatch {
-    pub fn new(path: &Path, tx: mpsc::Sender<()>) -> Result<FileWatch> {
-        let path: PathBuf = std::path::absolute(path)
-            .with_context(|| format!("cannot resolve {}", path.display()))?;
-        let dir = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("/"));
-        let name = path.file_name().map(|n| n.to_os_string());
-        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            let Ok(ev) = res else {
+    pub fn new(files: &[PathBuf], tx: mpsc::Sender<()>) -> Result<FileWatch> {
+        let watch = resources::watch::FilesWatch::new(files).with_context(|| {
+            let names: Vec<_> = files.iter().map(|f| f.display().to_string()).collect();
+            format!("cannot watch {}", names.join(", "))
+        })?;
+        let task = tokio::spawn(async move {
+            loop {
+                let changed = watch.changed().await;
+                // A full queue means nobody has read the last one yet: this one adds nothing.
                 let _ = tx.try_send(());
-                return;
-            };
-            // Reading the file (as every reload does) is an event too: without this, one read
-            // would feed the next forever.
-            if is_read_only(&ev.kind) {
-                return;
+                if let Err(e) = changed {
+                    tracing::warn!("{e}; live edits of the graph are no longer seen");
+                    return;
+                }
             }
-            if ev
-                .paths
-                .iter()
-                .any(|p| p.file_name().map(|n| n.to_os_string()) == name)
-            {
-                let _ = tx.try_send(());
-            }
-        })
-        .context("cannot start the graph file watcher")?;
-        watcher
-            .watch(&dir, RecursiveMode::NonRecursive)
-            .with_context(|| format!("cannot watch {}", dir.display()))?;
-        Ok(FileWatch { _watcher: watcher })
+        });
+        Ok(FileWatch { task })
     }
 }
 
-/// Events that only say someone read a file (open, read, close without writing).
-pub fn is_read_only(kind: &notify::EventKind) -> bool {
-    use notify::event::{AccessKind, AccessMode, EventKind};
-    matches!(
-        kind,
-        EventKind::Access(
-            AccessKind::Open(_) | AccessKind::Read | AccessKind::Close(AccessMode::Read)
-        )
-    )
+impl Drop for FileWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

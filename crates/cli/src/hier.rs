@@ -555,41 +555,10 @@ pub fn pack(
     Ok((targets, router))
 }
 
-/// One notify watcher for every file of `files` (a watch per directory, not per file: inotify
-/// instances are a per-user limit shared by every process). Sends a unit on any change.
-pub fn watch_files(files: &[PathBuf], tx: mpsc::Sender<()>) -> Result<notify::RecommendedWatcher> {
-    use notify::Watcher;
-    let files: BTreeSet<PathBuf> = files
-        .iter()
-        .map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone()))
-        .collect();
-    let dirs: BTreeSet<PathBuf> = files
-        .iter()
-        .map(|f| {
-            f.parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| "/".into())
-        })
-        .collect();
-    let wanted = files.clone();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        match res {
-            Ok(ev)
-                if crate::graphfile::is_read_only(&ev.kind)
-                    || !ev.paths.iter().any(|p| wanted.contains(p)) => {}
-            // An error may hide a change: re-reading is harmless, missing one is not.
-            _ => {
-                let _ = tx.try_send(());
-            }
-        }
-    })
-    .context("cannot start the graph file watcher")?;
-    for d in &dirs {
-        watcher
-            .watch(d, notify::RecursiveMode::NonRecursive)
-            .with_context(|| format!("cannot watch {}", d.display()))?;
-    }
-    Ok(watcher)
+/// One watch for every file of `files`, on the process's inotify hub (a kernel watch per
+/// directory, shared). Sends a unit on any change.
+pub fn watch_files(files: &[PathBuf], tx: mpsc::Sender<()>) -> Result<crate::graphfile::FileWatch> {
+    crate::graphfile::FileWatch::new(files, tx)
 }
 
 /// A line by which an intermediate reports on a host of its subtree.
@@ -738,7 +707,7 @@ pub struct Intermediate {
     cancel: CancellationToken,
     task: JoinHandle<()>,
     /// Owned here, not by the relay task: it must live until the fleet is stopped.
-    _watch: Option<notify::RecommendedWatcher>,
+    _watch: Option<crate::graphfile::FileWatch>,
 }
 
 impl Intermediate {

@@ -122,7 +122,7 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
     let _file_watch = if args.no_watch {
         None
     } else {
-        Some(FileWatch::new(&path, file_tx)?)
+        Some(FileWatch::new(std::slice::from_ref(&path), file_tx)?)
     };
     let mut store = store;
     let mut exports_rx = match store.as_mut() {

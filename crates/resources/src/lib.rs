@@ -14,6 +14,7 @@ pub mod noop;
 mod params;
 mod shellwords;
 pub mod timer;
+pub mod watch;
 
 use resource::Registry;
 

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use engine::{Converger, Engine, EngineConfig, EngineEvent};
-use notify::Watcher;
 use resource::{
     ApplyCtx, Edge, EventSink, Meta, Mode, Outcome, ResGraph, ResId, Resource, ResourceError, Uid,
     WatchCtx,
@@ -387,24 +386,15 @@ impl Resource for FileRes {
     }
 
     async fn watch(&self, ctx: WatchCtx) -> Result<(), ResourceError> {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-            let _ = tx.send(ev);
-        })
-        .map_err(ResourceError::failed)?;
-        let dir = self.path.parent().expect("absolute path");
-        watcher
-            .watch(dir, notify::RecursiveMode::NonRecursive)
+        let watch = resources::watch::FilesWatch::new(std::slice::from_ref(&self.path))
             .map_err(ResourceError::failed)?;
         ctx.running();
         loop {
             tokio::select! {
                 _ = ctx.cancel.cancelled() => return Ok(()),
-                ev = rx.recv() => match ev {
-                    Some(Ok(ev)) if ev.paths.iter().any(|p| p == &self.path) => ctx.event(),
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => return Err(ResourceError::failed(e)),
-                    None => return Err(ResourceError::failed("watcher stopped")),
+                r = watch.changed() => match r {
+                    Ok(()) => ctx.event(),
+                    Err(e) => return Err(ResourceError::failed(e)),
                 },
             }
         }

@@ -75,32 +75,22 @@ pub async fn converged_for(
             _ = cancel.cancelled() => return,
             _ = wait => return,
             r = alive.changed() => if r.is_err() { return },
-            next = flags.next() => match next {
-                Ok(map) => {
-                    let now = Instant::now();
-                    for (host, conv) in &map {
-                        let was = current.get(host).copied().unwrap_or(false);
-                        if *conv && !was {
-                            since.insert(host.clone(), now);
-                        } else if !*conv {
-                            since.remove(host);
-                        }
-                    }
-                    for host in current.keys() {
-                        if !map.contains_key(host) {
-                            since.remove(host);
-                        }
-                    }
-                    current = map;
-                }
-                Err(_) if cancel.is_cancelled() => return,
-                Err(e) => {
-                    warn!("convergence watch ended: {e}; watching again");
-                    match store.watch_converged().await {
-                        Ok(w) => flags = w,
-                        Err(e) => warn!("cannot watch convergence: {e}"),
+            map = flags.follow() => {
+                let now = Instant::now();
+                for (host, conv) in &map {
+                    let was = current.get(host).copied().unwrap_or(false);
+                    if *conv && !was {
+                        since.insert(host.clone(), now);
+                    } else if !*conv {
+                        since.remove(host);
                     }
                 }
+                for host in current.keys() {
+                    if !map.contains_key(host) {
+                        since.remove(host);
+                    }
+                }
+                current = map;
             },
         }
     }

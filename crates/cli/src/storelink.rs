@@ -194,28 +194,12 @@ impl StoreLink {
             .context("cannot watch exports")?;
         let first = w.next().await.context("cannot read exports")?;
         let (tx, rx) = watch::channel(first);
-        let store = self.store.clone();
         self.tasks.push(tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = cancel.cancelled() => break,
                     _ = tx.closed() => break,
-                    next = w.next() => match next {
-                        Ok(snapshot) => { let _ = tx.send(snapshot); }
-                        Err(e) => {
-                            // A watch can end (server restart, compaction race): subscribe
-                            // again, with a pause so a dead store is not hammered.
-                            warn!("exports watch ended: {e}; subscribing again");
-                            tokio::select! {
-                                _ = cancel.cancelled() => break,
-                                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                            }
-                            match store.watch_exports().await {
-                                Ok(again) => w = again,
-                                Err(e) => warn!("cannot watch exports: {e}"),
-                            }
-                        }
-                    }
+                    snapshot = w.follow() => { let _ = tx.send(snapshot); }
                 }
             }
         }));

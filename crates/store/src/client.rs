@@ -456,6 +456,38 @@ impl<T: PartialEq + Clone> SnapshotWatch<T> {
         }
     }
 
+    /// Like [`next`](Self::next), but a watch that ends (a restarted server, a lost
+    /// connection) is subscribed again, after a pause that grows from 200 ms to 5 s while the
+    /// store stays away, from a fresh listing: nothing is missed, and the next snapshot that
+    /// differs from the last one returned is what comes back. Never fails; cancel it by
+    /// dropping the future (it is cancel-safe: state changes only once a step completes).
+    pub async fn follow(&mut self) -> T {
+        let mut pause = Duration::from_millis(200);
+        loop {
+            match self.next().await {
+                Ok(snapshot) => return snapshot,
+                Err(error) => {
+                    tracing::warn!(prefix = self.prefix, %error, "store watch ended; subscribing again");
+                }
+            }
+            loop {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+                match Self::subscribe(&self.conn, self.prefix).await {
+                    Ok((entries, requests, stream)) => {
+                        self.entries = entries;
+                        self._requests = requests;
+                        self.stream = stream;
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::warn!(prefix = self.prefix, %error, "cannot watch the store; retrying");
+                    }
+                }
+            }
+        }
+    }
+
     /// The next snapshot that differs from the last one returned.
     pub async fn next(&mut self) -> Result<T, StoreError> {
         loop {

@@ -246,3 +246,48 @@ async fn store_api_against_real_etcd() {
     converged_flow(&etcd.client_url()).await;
     liveness_flow(&etcd.client_url()).await;
 }
+
+/// `follow` outlives the server: when ours is stopped and a new one starts on the same address
+/// (a restarted initiator: an empty store), the watch subscribes again by itself and reports the
+/// new server's state, which it could only have read after resubscribing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_subscribes_again_after_the_server_restarts() {
+    let first = start_ours().await;
+    let addr = first.local_addr();
+    let url = first.client_url();
+    let store = Store::connect(std::slice::from_ref(&url), None)
+        .await
+        .unwrap();
+    store.set_converged("h1", true).await.unwrap();
+    let mut w = store.watch_converged().await.unwrap();
+    assert_eq!(
+        next(&mut w).await,
+        BTreeMap::from([("h1".to_string(), true)])
+    );
+    first.shutdown().await;
+
+    let cfg = store::ServerConfig {
+        listen: addr,
+        ..store::ServerConfig::default()
+    };
+    let second = store::serve(cfg, tokio_util::sync::CancellationToken::new())
+        .await
+        .expect("a new server on the same address");
+    let writer = Store::connect(std::slice::from_ref(&url), None)
+        .await
+        .unwrap();
+    writer.set_converged("h2", false).await.unwrap();
+    // The watch may come back before or after that write: an empty snapshot first is fine.
+    let want = BTreeMap::from([("h2".to_string(), false)]);
+    let seen = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            let got = w.follow().await;
+            if got == want {
+                return;
+            }
+            assert!(got.is_empty(), "only the new server's states: {got:?}");
+        }
+    });
+    seen.await.expect("the watch comes back in time");
+    second.shutdown().await;
+}

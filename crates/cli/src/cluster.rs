@@ -2,7 +2,7 @@
 //! (not failed, not finished) has had `/_mgmt/converged/<host>` = true continuously for the
 //! timeout. Each host only knows itself; only the store sees them all.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -36,33 +36,16 @@ pub async fn converged_for(
             }
         }
     };
-    // When each host's flag last turned true (absent: not converged).
-    let mut since: BTreeMap<String, Instant> = BTreeMap::new();
-    let mut current: BTreeMap<String, bool> = BTreeMap::new();
+    // The rule itself is fleet's state machine; this loop feeds it and sleeps as it says.
+    let mut rule = fleet::converge::Cluster::new(timeout);
     loop {
         let hosts = alive.borrow_and_update().clone();
-        if hosts.is_empty() {
-            // Nobody is left to converge (every host failed or ended): that is no convergence,
-            // and the run ends with its hosts instead.
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                r = alive.changed() => if r.is_err() {
-                    cancel.cancelled().await;
-                    return;
-                },
-            }
-            continue;
-        }
-        let deadline = hosts
-            .iter()
-            .map(|h| since.get(h).copied())
-            .collect::<Option<Vec<Instant>>>()
-            .and_then(|v| v.into_iter().max())
-            .map(|last| last + timeout);
+        let none_alive = hosts.is_empty();
+        rule.set_alive(hosts);
+        let deadline = rule.deadline();
         debug!(
             ?deadline,
-            converged = since.len(),
-            hosts = hosts.len(),
+            converged = rule.converged_count(),
             "cluster convergence"
         );
         let wait = async {
@@ -74,24 +57,15 @@ pub async fn converged_for(
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = wait => return,
-            r = alive.changed() => if r.is_err() { return },
-            map = flags.follow() => {
-                let now = Instant::now();
-                for (host, conv) in &map {
-                    let was = current.get(host).copied().unwrap_or(false);
-                    if *conv && !was {
-                        since.insert(host.clone(), now);
-                    } else if !*conv {
-                        since.remove(host);
-                    }
+            r = alive.changed() => if r.is_err() {
+                if none_alive {
+                    // Nobody is left to converge, and nobody will come: the run ends with its
+                    // hosts instead.
+                    cancel.cancelled().await;
                 }
-                for host in current.keys() {
-                    if !map.contains_key(host) {
-                        since.remove(host);
-                    }
-                }
-                current = map;
+                return;
             },
+            map = flags.follow() => rule.flags(map, Instant::now()),
         }
     }
 }

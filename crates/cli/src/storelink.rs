@@ -225,26 +225,28 @@ impl StoreLink {
         let host = self.host.clone();
         let mut rx = converger.subscribe();
         tokio::spawn(async move {
-            let mut published: Option<bool> = None;
-            // The idle period the published `true` belongs to.
-            let mut published_since = None;
+            // The rule is fleet's state machine (tested there); this loop writes and sleeps
+            // as it says.
+            let mut publisher = fleet::converge::Publisher::new(hold);
             loop {
                 let state = *rx.borrow_and_update();
                 let idle_since = state.since.filter(|_| state.converged);
                 let now = tokio::time::Instant::now();
-                let quiet = idle_since.is_some_and(|s| s + hold <= now);
-                let same_period = published != Some(true) || published_since == idle_since;
-                let want = quiet && same_period;
-                if published != Some(want) {
-                    if let Err(e) = store.set_converged(&host, want).await {
-                        warn!("cannot publish converged state: {e}");
+                let wake = match publisher.next(idle_since, now) {
+                    fleet::converge::Publish::Write(want) => {
+                        let ok = match store.set_converged(&host, want).await {
+                            Ok(()) => true,
+                            Err(e) => {
+                                warn!("cannot publish converged state: {e}; trying again");
+                                false
+                            }
+                        };
+                        publisher.published(want, idle_since, ok, tokio::time::Instant::now());
+                        // Look again at once: after a break the hold may already be over.
+                        continue;
                     }
-                    published = Some(want);
-                    published_since = if want { idle_since } else { None };
-                    // Look again at once: after a break the hold may already be over.
-                    continue;
-                }
-                let wake = idle_since.map(|s| s + hold).filter(|d| *d > now);
+                    fleet::converge::Publish::Wait { until } => until,
+                };
                 tokio::select! {
                     r = rx.changed() => if r.is_err() { break },
                     _ = async { match wake {

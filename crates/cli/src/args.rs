@@ -140,7 +140,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 0, hide = true)]
     pub depth: u32,
 
-    /// Internal: file holding `user:password` for the store (remote children).
+    /// Internal: file holding the store's `user=` and `password=` lines (remote children).
     #[arg(long, value_name = "FILE", hide = true)]
     pub store_credentials: Option<PathBuf>,
 }

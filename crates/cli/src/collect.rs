@@ -228,6 +228,43 @@ collect:
         assert_eq!(graph.edges.len(), 1);
     }
 
+    /// A collected record's meta goes through the same parser as the YAML's: a bad `sema` (or
+    /// an out-of-range `retry`) is refused with its reason, never run without it.
+    #[test]
+    fn an_export_with_a_bad_meta_is_refused_with_the_reason() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut bad_sema = exported_file("a", "x\n");
+        bad_sema.meta["sema"] = serde_json::json!(["lock:0"]);
+        let mut bad_retry = exported_file("b", "x\n");
+        bad_retry.meta["retry"] = serde_json::json!(-2);
+        let mut good = exported_file("c", "x\n");
+        good.meta["sema"] = serde_json::json!(["lock:2"]);
+        let (graph, warnings) = assemble(
+            &spec(dir.path()),
+            &[bad_sema, bad_retry, good],
+            &resources::registry(),
+        );
+        assert_eq!(
+            warnings,
+            [
+                "cannot collect file[line-a] from host a: bad meta: `sema`: sema `lock:0`: the count must be at least 1",
+                "cannot collect file[line-b] from host b: bad meta: `retry`: -2 is out of range: write -1 to retry forever or a count from 0 to 4294967295",
+            ]
+        );
+        let collected = graph
+            .vertices
+            .iter()
+            .find(|v| v.name() == "line-c")
+            .expect("the good export is collected");
+        let sema: Vec<(&str, u32)> = collected
+            .meta()
+            .sema
+            .iter()
+            .map(|s| (s.name(), s.count()))
+            .collect();
+        assert_eq!(sema, [("lock:2", 2)]);
+    }
+
     /// Runs assembled graphs in the real engine: collected files wait for the local resource
     /// that makes their directory (automatic edges), and a change of one refreshes the exec.
     #[tokio::test]

@@ -21,7 +21,17 @@ pub fn parse(
     text: &str,
     registry: &resource::Registry,
 ) -> Result<yamlgraph::GraphSpec, String> {
-    yamlgraph::parse(&path.display().to_string(), text, registry).map_err(|d| d.to_string())
+    parse_diagnostics(path, text, registry).map_err(|d| d.to_string())
+}
+
+/// [`parse`] with the diagnostics kept as data: `Display` renders them for people (the caret
+/// art), `Serialize` gives `[{file, line, column, message}]` for `--json`.
+pub fn parse_diagnostics(
+    path: &Path,
+    text: &str,
+    registry: &resource::Registry,
+) -> Result<yamlgraph::GraphSpec, yamlgraph::Diagnostics> {
+    yamlgraph::parse(&path.display().to_string(), text, registry)
 }
 
 /// Watches graph files on the process-wide inotify hub (`resources::watch`); sends a unit on

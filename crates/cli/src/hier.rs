@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use remote::{
-    CacheUse, ChildExit, ExtraFile, FleetConfig, HostOutcome, HostReport, RemoteEvent, RemoteUrl,
-    Target, TargetExtras,
+    ChildExit, Credentials, ExtraFile, FleetConfig, HostOutcome, HostReport, RemoteEvent,
+    RemoteUrl, Target, TargetExtras,
 };
 use resource::Registry;
 use serde::{Deserialize, Serialize};
@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::args::RunArgs;
+use crate::child::{self, CRED_FILE};
 use crate::graphfile;
 
 /// The prefix of a line by which an intermediate reports on a host of its subtree.
@@ -330,29 +331,11 @@ pub struct ManifestFile {
     pub cred: String,
 }
 
-/// Store credentials per host: (user, secret).
-pub type Creds = BTreeMap<String, (String, String)>;
+/// Store credentials per host.
+pub type Creds = BTreeMap<String, Credentials>;
 
-/// The credentials file format the child reads with `--store-credentials`.
-fn cred_text(user: &str, secret: &str) -> String {
-    format!("user={user}\npassword={secret}\n")
-}
-
-fn parse_cred(path: &Path) -> Result<(String, String)> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read store credentials {}", path.display()))?;
-    let field = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(k))
-            .map(str::to_string)
-    };
-    match (field("user="), field("password=")) {
-        (Some(u), Some(p)) if !u.is_empty() => Ok((u, p)),
-        _ => bail!(
-            "store credentials {} must hold `user=` and `password=` lines",
-            path.display()
-        ),
-    }
+fn read_cred(path: &Path) -> Result<Credentials> {
+    Credentials::read(path).with_context(|| format!("store credentials {}", path.display()))
 }
 
 fn file_name(p: &Path) -> String {
@@ -467,10 +450,9 @@ pub fn pack(
     };
     for &c in direct {
         let node = &tree.nodes[c];
-        let (user, secret) = creds
+        let cred = creds
             .get(&node.hostname)
-            .with_context(|| format!("no store credentials for host {}", node.hostname))?
-            .clone();
+            .with_context(|| format!("no store credentials for host {}", node.hostname))?;
         let (tx, rx) = mpsc::channel(4);
         router.files.push(Watched {
             host: node.hostname.clone(),
@@ -480,12 +462,21 @@ pub fn pack(
             route: Route::Graph(tx),
         });
         let graph_name = file_name(&node.file);
-        let mut extras = TargetExtras::default();
+        // The host's own credentials, named on its command line (see child.rs).
+        let mut extras = TargetExtras {
+            files: vec![cred.file(CRED_FILE)],
+            updates: None,
+        };
         let below = tree.descendants(c);
         if !below.is_empty() {
             let (etx, erx) = mpsc::channel(4);
             extras.updates = Some(erx);
-            let mut used: BTreeSet<String> = [graph_name.clone(), MANIFEST.to_string()].into();
+            let mut used: BTreeSet<String> = [
+                graph_name.clone(),
+                MANIFEST.to_string(),
+                CRED_FILE.to_string(),
+            ]
+            .into();
             let mut local: BTreeMap<usize, String> = BTreeMap::from([(c, graph_name.clone())]);
             let mut manifest = Manifest {
                 settings: settings.clone(),
@@ -511,7 +502,7 @@ pub fn pack(
                     file: name.clone(),
                     cred: cred.clone(),
                 });
-                let (du, ds) = creds
+                let dcred = creds
                     .get(&dn.hostname)
                     .with_context(|| format!("no store credentials for host {}", dn.hostname))?;
                 extras.files.push(ExtraFile {
@@ -519,11 +510,7 @@ pub fn pack(
                     bytes: dn.text.clone().into_bytes(),
                     mode: 0o600,
                 });
-                extras.files.push(ExtraFile {
-                    name: cred,
-                    bytes: cred_text(du, ds).into_bytes(),
-                    mode: 0o600,
-                });
+                extras.files.push(dcred.file(cred));
                 router.files.push(Watched {
                     host: dn.hostname.clone(),
                     file: dn.file.clone(),
@@ -545,8 +532,6 @@ pub fn pack(
                 graph: node.text.clone().into_bytes(),
                 url: node.url.clone(),
                 hostname: node.hostname.clone(),
-                store_user: user,
-                store_secret: secret,
                 updates: Some(rx),
             },
             extras,
@@ -626,7 +611,7 @@ impl Report {
         match ev {
             RemoteEvent::State { host, state } => Report::State {
                 host,
-                state: format!("{state:?}").to_lowercase(),
+                state: state.as_str().to_string(),
             },
             RemoteEvent::Output { host, line } => Report::Output { host, line },
             RemoteEvent::GraphCopied { host, file } => Report::Copied {
@@ -636,7 +621,7 @@ impl Report {
             RemoteEvent::Warning { host, message } => Report::Warning { host, message },
             RemoteEvent::Failed { host, step, error } => Report::Failed {
                 host,
-                step: format!("{step:?}").to_lowercase(),
+                step: step.as_str().to_string(),
                 error: error.to_string(),
             },
         }
@@ -647,7 +632,7 @@ impl Report {
             host: h.host.clone(),
             status: host_status(h),
             bytes_sent: h.bytes_sent,
-            cache: cache_word(h.cache).to_string(),
+            cache: h.cache.as_str().to_string(),
             seconds: h.duration.as_secs_f64(),
         }
     }
@@ -662,21 +647,13 @@ pub fn host_status(h: &HostReport) -> String {
             Some(ChildExit::Signal(s)) => format!("signal {s}"),
         },
         HostOutcome::Cancelled => "cancelled".to_string(),
-        HostOutcome::Failed { step, .. } => format!("failed:{step:?}").to_lowercase(),
+        HostOutcome::Failed { step, .. } => format!("failed:{}", step.as_str()),
     }
 }
 
-pub fn cache_word(c: CacheUse) -> &'static str {
-    match c {
-        CacheUse::Hit => "cached",
-        CacheUse::Miss => "copied",
-        CacheUse::Disabled => "no-cache",
-        CacheUse::Unknown => "-",
-    }
-}
-
-/// The fleet settings both ends share: this program as the binary, the child flags, the
-/// settings. Credentials and host keys are the caller's.
+/// The fleet settings both ends share: this program as the binary, the child's command line
+/// (child.rs), what SSH takes from the environment, the settings. Credentials and host keys are
+/// the caller's.
 pub fn fleet_config(
     args: &RunArgs,
     store_addr: SocketAddr,
@@ -686,19 +663,14 @@ pub fn fleet_config(
     let binary = std::env::current_exe().context("cannot find this program's own executable")?;
     let binary_hash = remote::sha256_file(&binary)
         .with_context(|| format!("cannot hash {}", binary.display()))?;
-    let mut cfg = FleetConfig::new(binary, binary_hash, store_addr);
+    let mut cfg = FleetConfig::new(binary, binary_hash, store_addr, child::local_env());
+    cfg.child_args = child::child_args(args)?;
     cfg.cconns = settings.cconns.max(1);
     cfg.caching = settings.caching;
     cfg.tmp_prefix = settings.tmp_prefix.clone();
     cfg.accept_new_host_keys = settings.accept_new_host_keys;
     // An intermediate stops its own children before it exits: give it their grace too.
     cfg.grace = std::time::Duration::from_secs(settings.grace_secs * (1 + u64::from(height)));
-    cfg.child = remote::ChildArgs {
-        noop: args.noop,
-        no_watch: args.no_watch,
-        converged_timeout: (args.converged_timeout >= 0).then_some(args.converged_timeout),
-        depth: args.depth,
-    };
     Ok(cfg)
 }
 
@@ -771,7 +743,7 @@ impl Intermediate {
                 .iter()
                 .find(|f| f.file == name)
                 .with_context(|| format!("{name} is not in {MANIFEST}"))?;
-            creds.insert(n.hostname.clone(), parse_cred(&dir.join(&f.cred))?);
+            creds.insert(n.hostname.clone(), read_cred(&dir.join(&f.cred))?);
         }
         let seeds = args
             .seeds
@@ -942,7 +914,7 @@ mod tests {
         let creds: Creds = t
             .hosts()
             .into_iter()
-            .map(|h| (h.clone(), (h, "s".to_string())))
+            .map(|h| (h.clone(), Credentials::new(h, "s").unwrap()))
             .collect();
         let settings = Settings {
             cconns: 2,
@@ -958,6 +930,7 @@ mod tests {
         assert_eq!(
             names,
             [
+                CRED_FILE,
                 "sub-1-l.yaml",
                 "sub-1.cred",
                 "sub-2-l.yaml",
@@ -965,11 +938,12 @@ mod tests {
                 MANIFEST
             ]
         );
-        let m: Manifest = serde_json::from_slice(&targets[0].1.files[4].bytes).unwrap();
+        let m: Manifest = serde_json::from_slice(&targets[0].1.files[5].bytes).unwrap();
         assert_eq!(m.files[0].parent, "a.yaml");
         assert_eq!(m.files[1].parent, "sub-1-l.yaml");
         assert_eq!(m.files[1].entry, "x/l.yaml");
-        assert_eq!(targets[0].1.files[3].bytes, b"user=m\npassword=s\n");
+        assert_eq!(targets[0].1.files[0].bytes, b"user=a\npassword=s\n");
+        assert_eq!(targets[0].1.files[4].bytes, b"user=m\npassword=s\n");
     }
 
     #[test]

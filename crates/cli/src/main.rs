@@ -3,6 +3,7 @@
 //! uses `anyhow`.
 
 mod args;
+mod child;
 mod cluster;
 mod collect;
 mod graphfile;

@@ -49,13 +49,7 @@ impl Progress {
     }
 
     pub fn state(&mut self, host: &str, state: HostState) {
-        let word = match state {
-            HostState::Connecting => "connecting",
-            HostState::Copying => "copying",
-            HostState::Running => "running",
-            HostState::Done => "done",
-            HostState::Failed => "failed",
-        };
+        let word = state.as_str();
         match &self.tty {
             Some((_, bars)) => {
                 if let Some(pb) = bars.get(host) {

@@ -83,7 +83,9 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
         link.add_host_user(host, &secret)?;
         // A flag left by an earlier run (a real etcd outlives us) must not count as converged.
         link.store.delete(&store::keys::converged(host)).await.ok();
-        creds.insert(host.clone(), (host.clone(), secret));
+        let cred = remote::Credentials::new(host.clone(), secret)
+            .with_context(|| format!("store credentials for {host}"))?;
+        creds.insert(host.clone(), cred);
     }
     let (targets, mut router) = hier::pack(&tree, &tree.top, &creds, &settings, &registry)?;
     info!(
@@ -266,7 +268,7 @@ impl Relay<'_> {
             RemoteEvent::State { host, state } => {
                 events.emit(
                     "host_state",
-                    &json!({"host": host, "state": format!("{state:?}").to_lowercase()}),
+                    &json!({"host": host, "state": state.as_str()}),
                 );
                 self.progress.state(&host, state);
                 if matches!(state, HostState::Done | HostState::Failed) {
@@ -296,9 +298,11 @@ impl Relay<'_> {
                 self.progress.message(&host, &format!("warning: {message}"));
             }
             RemoteEvent::Failed { host, step, error } => {
-                events.emit("host_failed", &json!({"host": host, "step": format!("{step:?}").to_lowercase(), "error": error.to_string()}));
-                // The step's name is lower-cased, the error is shown as it is.
-                let step = format!("{step:?}").to_lowercase();
+                let step = step.as_str();
+                events.emit(
+                    "host_failed",
+                    &json!({"host": host, "step": step, "error": error.to_string()}),
+                );
                 self.progress.failed(&host, &format!("{step}: {error}"));
                 self.failed.insert(host.clone());
                 self.gone(&host);
@@ -313,17 +317,20 @@ impl Relay<'_> {
         let events = &self.events;
         match report {
             Report::State { host, state } => {
+                // A word we do not know is a broken report, not a failed host: the host and its
+                // subtree still count for the convergence.
+                let st = match state.parse::<HostState>() {
+                    Ok(st) => st,
+                    Err(e) => {
+                        let via = via.as_deref().unwrap_or("?");
+                        warn!("{host}: ignored a report from {via}: {e}");
+                        return;
+                    }
+                };
                 events.emit(
                     "host_state",
-                    &json!({"host": host, "state": state, "via": via}),
+                    &json!({"host": host, "state": st.as_str(), "via": via}),
                 );
-                let st = match state.as_str() {
-                    "connecting" => HostState::Connecting,
-                    "copying" => HostState::Copying,
-                    "running" => HostState::Running,
-                    "done" => HostState::Done,
-                    _ => HostState::Failed,
-                };
                 self.progress.state(&host, st);
                 if matches!(st, HostState::Done | HostState::Failed) {
                     self.gone(&host);
@@ -410,7 +417,7 @@ impl Relay<'_> {
                 &h.host,
                 &status,
                 h.bytes_sent,
-                hier::cache_word(h.cache),
+                h.cache.as_str(),
                 h.duration.as_secs_f64(),
                 None,
             );
@@ -439,5 +446,58 @@ impl Relay<'_> {
         }
         crate::progress::print_stderr(&out);
         ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+
+    fn graph(dir: &Path, name: &str, host: &str, remotes: &[&str]) -> PathBuf {
+        let mut y = format!("graph: {name}\nremote: ssh://root@{host}:22\nresources: {{}}\n");
+        if !remotes.is_empty() {
+            y.push_str("remotes:\n");
+            for r in remotes {
+                y.push_str(&format!("- {r}\n"));
+            }
+        }
+        let p = dir.join(name);
+        std::fs::write(&p, y).unwrap();
+        p
+    }
+
+    #[test]
+    fn a_report_with_an_unknown_state_fails_no_host() {
+        let d = tempfile::tempdir().unwrap();
+        let a = graph(d.path(), "a.yaml", "a", &["l.yaml"]);
+        graph(d.path(), "l.yaml", "l", &["m.yaml"]);
+        graph(d.path(), "m.yaml", "m", &[]);
+        let tree = Tree::load(&[a], &hier::resolve_local, &resources::registry()).unwrap();
+        let hosts = tree.hosts();
+        let (alive, alive_rx) = watch::channel(hosts.iter().cloned().collect::<BTreeSet<_>>());
+        let mut relay = Relay {
+            progress: Progress::new(&hosts, false),
+            events: Events::new(false),
+            tree: &tree,
+            changes: BTreeMap::new(),
+            failed: BTreeSet::new(),
+            alive,
+            sub_summaries: BTreeMap::new(),
+        };
+        let state = |host: &str, state: &str| Report::State {
+            host: host.into(),
+            state: state.into(),
+        };
+        relay.on_report(state("l", "converged"));
+        relay.on_report(state("l", "Failed"));
+        assert!(relay.failed.is_empty());
+        assert_eq!(alive_rx.borrow().len(), 3, "{:?}", alive_rx.borrow());
+        // The words the intermediate writes are the ones read here.
+        relay.on_report(state("l", remote::HostState::Running.as_str()));
+        assert_eq!(alive_rx.borrow().len(), 3);
+        relay.on_report(state("l", remote::HostState::Failed.as_str()));
+        assert_eq!(*alive_rx.borrow(), BTreeSet::from(["a".to_string()]));
     }
 }

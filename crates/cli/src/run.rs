@@ -59,14 +59,13 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
             // A graph file that is missing or unreadable is bad input, like one that does not
             // parse: one line, exit 2.
             eprintln!("error: {e:#}");
-            events.emit(
-                "graph_invalid",
-                &json!({"file": path, "errors": format!("{e:#}")}),
-            );
+            let diag =
+                yamlgraph::Diagnostic::whole_file(path.display().to_string(), format!("{e:#}"));
+            events.emit("graph_invalid", &json!({"file": path, "errors": [diag]}));
             return Ok(Exit::BadInput);
         }
     };
-    let spec = match graphfile::parse(&path, &text, &registry) {
+    let spec = match graphfile::parse_diagnostics(&path, &text, &registry) {
         Ok(spec) => spec,
         Err(diags) => {
             eprintln!("{diags}");
@@ -309,7 +308,7 @@ fn reload(path: &Path, state: &mut State, registry: &Registry, events: &Events) 
     if text == state.text {
         return false;
     }
-    let spec = match graphfile::parse(path, &text, registry) {
+    let spec = match graphfile::parse_diagnostics(path, &text, registry) {
         Ok(spec) => spec,
         Err(diags) => {
             error!(

@@ -133,27 +133,12 @@ pub async fn connect_initiator(
     })
 }
 
-/// The store credentials the remote mode leaves in the child's run dir (mode 0600):
-/// `user=<name>` and `password=<secret>` lines. Read from a file so the secret is never in argv.
+/// The store credentials the remote mode leaves in the child's run dir (mode 0600), read from
+/// a file so the secret is never in argv (the format: `remote::Credentials`).
 fn read_credentials(path: &std::path::Path) -> Result<(String, String)> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read store credentials {}", path.display()))?;
-    let mut user = None;
-    let mut password = None;
-    for line in text.lines() {
-        match line.split_once('=') {
-            Some(("user", v)) => user = Some(v.to_string()),
-            Some(("password", v)) => password = Some(v.to_string()),
-            _ => {}
-        }
-    }
-    match (user, password) {
-        (Some(u), Some(p)) if !u.is_empty() => Ok((u, p)),
-        _ => bail!(
-            "store credentials file {} must hold `user=` and `password=` lines",
-            path.display()
-        ),
-    }
+    let cred = remote::Credentials::read(path)
+        .with_context(|| format!("store credentials {}", path.display()))?;
+    Ok(cred.into_parts())
 }
 
 impl StoreLink {

@@ -131,7 +131,45 @@ fn exit_2_when_the_graph_does_not_parse() {
     ]);
     assert_eq!(st.code(), Some(2), "{err}");
     assert!(err.contains("bad.yaml:5:5"), "{err}");
-    assert!(out.contains("\"event\":\"graph_invalid\""), "{out}");
+    // People get the caret art on stderr; programs get the position as fields.
+    assert!(err.contains("5 |     bogus: 1\n  |     ^^^^^\n"), "{err}");
+    let invalid: serde_json::Value = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|v: &serde_json::Value| v["event"] == "graph_invalid")
+        .unwrap_or_else(|| panic!("no graph_invalid event: {out}"));
+    assert_eq!(
+        invalid["errors"],
+        serde_json::json!([{
+            "file": g.to_str().unwrap(),
+            "line": 5,
+            "column": 5,
+            "message": "unknown field `bogus` for resource kind `file`",
+        }]),
+        "{invalid}"
+    );
+    // An unreadable file is one such object too, without a position.
+    let missing = t.path().join("missing.yaml");
+    let (st, out, _) = run_to_end(&["--no-server", "--yaml", missing.to_str().unwrap()]);
+    assert_eq!(st.code(), Some(2));
+    let invalid: serde_json::Value = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|v: &serde_json::Value| v["event"] == "graph_invalid")
+        .unwrap_or_else(|| panic!("no graph_invalid event: {out}"));
+    let errors = invalid["errors"].as_array().expect("a list");
+    assert_eq!(errors.len(), 1, "{invalid}");
+    assert_eq!(errors[0]["file"], missing.to_str().unwrap());
+    assert_eq!(
+        (&errors[0]["line"], &errors[0]["column"]),
+        (&0.into(), &0.into())
+    );
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("No such file or directory")),
+        "{invalid}"
+    );
 }
 
 #[test]

@@ -91,16 +91,15 @@ impl Shared {
         let _ = self.events.send(e);
     }
 
-    /// The semaphores `meta` names, in acquiring order (the graph was validated, so it parses).
+    /// The semaphores `meta` names, in acquiring order (`Semaphores` keeps them sorted).
     fn semaphores(&self, meta: &resource::Meta) -> Vec<Arc<Semaphore>> {
         let mut semas = self.semas.lock().expect("sema lock");
-        meta.semaphores()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(id, count)| {
+        meta.sema
+            .iter()
+            .map(|sema| {
                 semas
-                    .entry(id)
-                    .or_insert_with(|| Arc::new(Semaphore::new(count as usize)))
+                    .entry(sema.name().to_string())
+                    .or_insert_with(|| Arc::new(Semaphore::new(sema.count() as usize)))
                     .clone()
             })
             .collect()

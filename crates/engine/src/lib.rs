@@ -9,9 +9,9 @@
 //! # A vertex's worker
 //!
 //! Each vertex is one task: its watch and its worker loop, joined (one spawn per vertex). The watch
-//! runs `Resource::watch`; with `meta.poll > 0` a timer replaces it (an event at once, then one
-//! every `poll` seconds). A failed watch is reported (`WatchFailed`) and restarted after
-//! `meta.delay` ms (1 s when that is 0); the worker keeps running meanwhile, and each failure
+//! runs `Resource::watch`; with `meta.poll` set a timer replaces it (an event at once, then one
+//! every `poll`). A failed watch is reported (`WatchFailed`) and restarted after
+//! `meta.delay` (1 s when that is zero); the worker keeps running meanwhile, and each failure
 //! counts as an event (the state may have changed unseen), so a vertex whose watch cannot be
 //! established is still checked, at the retry pace. Watch events are coalesced: they set a
 //! flag, they are not queued.
@@ -42,8 +42,8 @@
 //!   are marked first, then the vertex turns clean, then `Applied` is reported, then all
 //!   children are poked to re-evaluate, so a child can never run between its parent's change
 //!   and being marked, and whoever sees `Applied` sees the vertex idle.
-//! - Running → Dirty on failure while `meta.retry` allows (-1: forever), not before
-//!   `meta.delay` ms; → Failed after the last retry (the refresh is kept for the next try).
+//! - Running → Dirty on failure while `meta.retry` allows (`Retry::Forever` or a count), not
+//!   before `meta.delay`; → Failed after the last retry (the refresh is kept for the next try).
 //!   Both emit `Failed { attempt, will_retry }`. A panic in check_apply is such a failure
 //!   (`panicked: ...`), never a dead worker.
 //! - Blocked → Dirty when poked and no parent is Failed/Blocked any more.

@@ -4,11 +4,11 @@
 //! Pure: no IO, no async, and it never touches the running engine, so a rejected graph cannot
 //! have changed anything.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use graph::{Cycle, Dag};
-use resource::{ResGraph, ResId, Resource, ResourceError, Uid};
+use resource::{ResGraph, ResId, Resource, ResourceError};
 
 /// Why a graph was rejected.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -53,11 +53,6 @@ pub(crate) fn plan(g: ResGraph) -> Result<Plan, EngineError> {
             id: id.clone(),
             source,
         })?;
-        // Collected resources come from other hosts' exports, not through the YAML checks.
-        r.meta().semaphores().map_err(|m| EngineError::Invalid {
-            id: id.clone(),
-            source: ResourceError::invalid("meta.sema", m),
-        })?;
         if vertices.insert(id.clone(), r).is_some() {
             return Err(EngineError::Duplicate { id });
         }
@@ -77,25 +72,10 @@ pub(crate) fn plan(g: ResGraph) -> Result<Plan, EngineError> {
         }
     }
 
-    // Automatic edges: whoever manages a uid a vertex asks for becomes its parent.
-    // Hashed: every file asks for each of its ancestors, so this is looked up a lot.
-    let mut providers: HashMap<Uid, Vec<&ResId>> = HashMap::new();
-    for (id, r) in &vertices {
-        for uid in r.uids() {
-            providers.entry(uid).or_default().push(id);
-        }
-    }
-    for (id, r) in &vertices {
-        if !r.meta().autoedge {
-            continue;
-        }
-        for want in r.auto_edges() {
-            for &parent in providers.get(&want).into_iter().flatten() {
-                if parent != id {
-                    dag.add_edge(parent, id).expect("both ends are vertices");
-                }
-            }
-        }
+    // Automatic edges (the rule is `resource::auto_edges`, shared with yamlgraph's checks).
+    let refs: Vec<(&ResId, &dyn Resource)> = vertices.iter().map(|(id, r)| (id, &**r)).collect();
+    for (parent, child) in resource::auto_edges(&refs) {
+        dag.add_edge(parent, child).expect("both ends are vertices");
     }
 
     dag.acyclic().map_err(EngineError::Cycle)?;

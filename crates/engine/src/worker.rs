@@ -216,7 +216,7 @@ impl Vertex {
             cancel: self.cancel.clone(),
         };
         let work = async {
-            // In the order `Meta::semaphores` gives (sorted by id), the same for every vertex.
+            // In the order `meta.sema` keeps them (sorted by name), the same for every vertex.
             let mut permits = Vec::with_capacity(self.semas.len());
             for s in &self.semas {
                 permits.push(
@@ -271,8 +271,8 @@ impl Vertex {
                     st.running = false;
                     st.refresh |= refresh;
                     st.failures = st.failures.saturating_add(1);
-                    let retries_left = meta.retry < 0 || i64::from(st.failures) <= meta.retry;
-                    st.retry_at = Some(Instant::now() + Duration::from_millis(meta.delay));
+                    let retries_left = meta.retry.allows(st.failures);
+                    st.retry_at = Some(Instant::now() + meta.delay);
                     if retries_left {
                         st.dirty = true;
                     } else {
@@ -356,14 +356,14 @@ async fn watch_loop(v: Arc<Vertex>, shared: Arc<Shared>, sink: EventSink) {
         cancel: v.cancel.clone(),
         hostname: shared.hostname.clone(),
     };
-    if meta.poll > 0 {
-        poll(&ctx, Duration::from_secs(meta.poll)).await;
+    if let Some(every) = meta.poll {
+        poll(&ctx, every).await;
         return;
     }
-    let pause = if meta.delay > 0 {
-        Duration::from_millis(meta.delay)
-    } else {
+    let pause = if meta.delay.is_zero() {
         WATCH_RETRY_DEFAULT
+    } else {
+        meta.delay
     };
     loop {
         let Some(result) = until_cancelled(v.res.watch(ctx.clone()), &ctx.cancel).await else {
@@ -445,12 +445,10 @@ struct Limiter {
 
 impl Limiter {
     fn new(meta: &Meta) -> Option<Limiter> {
-        if !(meta.limit.is_finite() && meta.limit > 0.0) {
-            return None;
-        }
+        let rate = meta.limit?.get();
         let burst = f64::from(meta.burst.max(1));
         Some(Limiter {
-            rate: meta.limit,
+            rate,
             burst,
             tokens: burst,
             last: Instant::now(),

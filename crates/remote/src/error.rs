@@ -25,6 +25,21 @@ pub enum Step {
     Cleanup,
 }
 
+crate::words::words!(Step, "step", {
+    Config => "config",
+    Connect => "connect",
+    Auth => "auth",
+    Probe => "probe",
+    Upload => "upload",
+    RunDir => "run_dir",
+    Tunnel => "tunnel",
+    Exec => "exec",
+    Run => "run",
+    Update => "update",
+    Cleanup => "cleanup",
+});
+
+/// In messages: "during run dir".
 impl std::fmt::Display for Step {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -146,8 +161,6 @@ pub enum Error {
     ChildFailed { host: String, exit: ChildExit },
     #[error("graph file name {file:?} cannot be used on the remote host: {reason}")]
     GraphName { file: PathBuf, reason: &'static str },
-    #[error("store credentials for {host} must not contain a line break")]
-    Credentials { host: String },
     #[error("cannot read binary {}: {source}", path.display())]
     Binary {
         path: PathBuf,

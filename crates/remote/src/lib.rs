@@ -5,8 +5,10 @@
 //! initiator's store, the child process, live graph updates and the cleanup.
 //!
 //! This crate must never know about the engine, YAML or etcd: graph files are opaque bytes and
-//! the store is a TCP address. It never shells out to `ssh` and never logs secrets.
+//! the store is a TCP address. It never shells out to `ssh`, never logs secrets and never reads
+//! the environment (the caller hands in what it needs: [`LocalEnv`]).
 
+mod credentials;
 mod error;
 mod fleet;
 pub mod known_hosts;
@@ -15,11 +17,14 @@ mod session;
 pub mod ssh_config;
 mod upload;
 mod url;
+mod words;
 
+pub use credentials::{Credentials, CredentialsError};
 pub use error::{ChildExit, Error, Step};
 pub use fleet::{
-    CacheUse, ChildArgs, ExtraFile, FleetConfig, FleetReport, HostOutcome, HostReport, HostState,
-    RemoteEvent, Target, TargetExtras, run_fleet, run_fleet_with, sha256_file,
+    CacheUse, ChildArg, ChildContext, ExtraFile, FleetConfig, FleetReport, HostOutcome, HostReport,
+    HostState, LocalEnv, RemoteEvent, Target, TargetExtras, run_fleet, run_fleet_with, sha256_file,
 };
 pub use upload::sha256_is;
 pub use url::{RemoteUrl, UrlError};
+pub use words::UnknownWord;

@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::error::{ChildExit, Error, Step};
 use crate::known_hosts::{self, HostKeyStatus};
 use crate::prompt;
-use crate::ssh_config::{self, SshConfig, StrictHostKeys};
+use crate::ssh_config::{SshConfig, StrictHostKeys};
 use crate::url::{RemoteUrl, split_host_port};
 
 /// What every connection needs to know, independent of the host.
@@ -31,6 +31,10 @@ pub(crate) struct ConnectOptions {
     pub identities: Vec<PathBuf>,
     pub agent_socket: Option<PathBuf>,
     pub default_identities: bool,
+    /// The login name when neither the address nor ssh_config names one.
+    pub local_user: String,
+    /// `~`: the default known_hosts and identities.
+    pub home: Option<PathBuf>,
     pub allow_interactive: bool,
     pub connect_timeout: Duration,
 }
@@ -48,15 +52,6 @@ struct Endpoint {
     known_hosts: PathBuf,
     accept_new: bool,
     proxy_jump: Option<String>,
-}
-
-fn local_user() -> String {
-    nix::unistd::User::from_uid(nix::unistd::getuid())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "root".to_string())
 }
 
 fn resolve(
@@ -77,7 +72,8 @@ fn resolve(
         .clone()
         .or(params.user_known_hosts_file.clone())
         .unwrap_or_else(|| {
-            ssh_config::home_dir()
+            opts.home
+                .clone()
                 .unwrap_or_else(|| PathBuf::from("/"))
                 .join(".ssh/known_hosts")
         });
@@ -88,7 +84,7 @@ fn resolve(
         user: user
             .map(str::to_string)
             .or(params.user.clone())
-            .unwrap_or_else(local_user),
+            .unwrap_or_else(|| opts.local_user.clone()),
         password: password.map(str::to_string),
         identity_files: params.identity_files.clone(),
         known_hosts,
@@ -531,7 +527,7 @@ async fn authenticate(
     let mut files: Vec<PathBuf> = opts.identities.clone();
     files.extend(ep.identity_files.iter().cloned());
     if opts.default_identities
-        && let Some(home) = ssh_config::home_dir()
+        && let Some(home) = &opts.home
     {
         for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
             files.push(home.join(".ssh").join(name));

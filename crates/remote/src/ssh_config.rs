@@ -4,7 +4,8 @@
 //! We parse ourselves instead of using russh-config because that crate rejects the global
 //! options many real configs start with and does not accept `Key=Value`. Unknown keywords are
 //! ignored (OpenSSH has hundreds); `Match` blocks are skipped. This module never does IO
-//! beyond reading the one file it is given.
+//! beyond reading the one file it is given, and knows `~` only as it is told
+//! ([`SshConfig::with_home`]).
 
 use std::path::{Path, PathBuf};
 
@@ -59,6 +60,8 @@ struct Entry {
 pub struct SshConfig {
     path: PathBuf,
     entries: Vec<Entry>,
+    /// What `~/` and `%d/` in paths stand for; without it they stay as written.
+    home: Option<PathBuf>,
 }
 
 impl SshConfig {
@@ -132,7 +135,14 @@ impl SshConfig {
         Ok(SshConfig {
             path: path.to_path_buf(),
             entries,
+            home: None,
         })
+    }
+
+    /// The home directory `~/` (and `%d/`) in paths expand to.
+    pub fn with_home(mut self, home: Option<PathBuf>) -> Self {
+        self.home = home;
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -149,13 +159,13 @@ impl SshConfig {
                     "hostname" => set_once(&mut p.hostname, || value.replace("%h", host)),
                     "user" => set_once(&mut p.user, || value.clone()),
                     "port" => set_once(&mut p.port, || value.parse().unwrap_or(22)),
-                    "identityfile" => p.identity_files.push(expand_tilde(value)),
+                    "identityfile" => p.identity_files.push(self.expand_tilde(value)),
                     "proxyjump" if p.proxy_jump.is_none() => {
                         p.proxy_jump = Some(value.clone());
                     }
                     "userknownhostsfile" => set_once(&mut p.user_known_hosts_file, || {
                         // Several files may be listed; the first is the one we read and learn to.
-                        expand_tilde(value.split_whitespace().next().unwrap_or(value))
+                        self.expand_tilde(value.split_whitespace().next().unwrap_or(value))
                     }),
                     "stricthostkeychecking" => set_once(&mut p.strict_host_key_checking, || {
                         match value.to_ascii_lowercase().as_str() {
@@ -174,6 +184,14 @@ impl SshConfig {
             p.proxy_jump = None;
         }
         p
+    }
+
+    fn expand_tilde(&self, p: &str) -> PathBuf {
+        let rest = p.strip_prefix("~/").or_else(|| p.strip_prefix("%d/"));
+        match (rest, &self.home) {
+            (Some(rest), Some(home)) => home.join(rest),
+            _ => PathBuf::from(p),
+        }
     }
 }
 
@@ -215,31 +233,6 @@ pub(crate) fn glob(pattern: &[u8], text: &[u8]) -> bool {
     }
 }
 
-pub(crate) fn home_dir() -> Option<PathBuf> {
-    std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            nix::unistd::User::from_uid(nix::unistd::getuid())
-                .ok()
-                .flatten()
-                .map(|u| u.dir)
-        })
-}
-
-pub(crate) fn expand_tilde(p: &str) -> PathBuf {
-    match (p.strip_prefix("~/"), home_dir()) {
-        (Some(rest), Some(home)) => home.join(rest),
-        _ => {
-            if let (Some(rest), Some(home)) = (p.strip_prefix("%d/"), home_dir()) {
-                home.join(rest)
-            } else {
-                PathBuf::from(p)
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,6 +270,17 @@ mod tests {
             Some(StrictHostKeys::AcceptNew)
         );
         assert_eq!(c.resolve("h22").strict_host_key_checking, None);
+    }
+
+    #[test]
+    fn tilde_is_the_home_it_is_given() {
+        let text = "Host a\n  IdentityFile ~/.ssh/k\n  UserKnownHostsFile %d/kh other\n";
+        let c = cfg(text).with_home(Some(PathBuf::from("/home/u")));
+        let p = c.resolve("a");
+        assert_eq!(p.identity_files, vec![PathBuf::from("/home/u/.ssh/k")]);
+        assert_eq!(p.user_known_hosts_file, Some(PathBuf::from("/home/u/kh")));
+        let p = cfg(text).resolve("a");
+        assert_eq!(p.identity_files, vec![PathBuf::from("~/.ssh/k")]);
     }
 
     #[test]

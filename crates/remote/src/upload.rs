@@ -1,6 +1,8 @@
 //! Getting bytes onto a host: the cache probe (which also makes the run dir), the binary upload
 //! over SFTP (temp name + posix-rename, atomic under concurrent runs) with an exec-channel
 //! fallback, and atomic small-file writes (graphs, credentials) that keep data out of argv.
+//! The probe seeds the run dir with every file the caller gives (graph, credentials, the files
+//! a host hands on) from its stdin, in the same exec.
 //!
 //! Every remote path that reaches a shell goes through `quote`. Nothing here may put file
 //! contents (the store secret above all) on a command line.
@@ -55,13 +57,39 @@ pub(crate) struct Probe {
     pub run_dir: String,
 }
 
-/// What a run dir starts with, written by the probe from its stdin: the graph and the store
-/// credentials (two lines, `user=` and `password=`, read by the shell's `read` builtin so the
-/// secret is never in an argv).
-pub(crate) struct Seed<'a> {
-    pub graph_name: &'a str,
-    pub graph: &'a [u8],
-    pub cred: &'a [u8],
+/// A file the run dir starts with (the graph, the child's credentials, the files a host hands
+/// on), written by the probe from its stdin so its bytes (the store secret above all) are never
+/// in an argv.
+pub(crate) struct SeedFile<'a> {
+    /// A plain file name, checked by the caller.
+    pub name: &'a str,
+    pub bytes: &'a [u8],
+    pub mode: u32,
+}
+
+/// The shell that splits the probe's stdin, saved whole as `"$r/.seed"` and checked for its
+/// size, into the `seed` files (in order, back to back) in the run dir `"$r"`. Each is cut out
+/// of the saved file (`tail -c +N | head -c LEN`), never read from the pipe itself: a `head`
+/// reading a shared pipe may take more than its share.
+fn seed_script(seed: &[SeedFile<'_>]) -> String {
+    let total: usize = seed.iter().map(|f| f.bytes.len()).sum();
+    let mut script = format!(
+        "cat > \"$r/.seed\"; \
+         if [ \"$(wc -c < \"$r/.seed\")\" -ne {total} ]; then echo 'the run dir files arrived incomplete' >&2; exit 1; fi; "
+    );
+    let mut offset = 0;
+    for f in seed {
+        let path = format!("\"$r\"/{}", quote(f.name));
+        script.push_str(&format!(
+            "tail -c +{from} \"$r/.seed\" | head -c {len} > {path}; chmod {mode:o} {path}; ",
+            from = offset + 1,
+            len = f.bytes.len(),
+            mode = f.mode,
+        ));
+        offset += f.bytes.len();
+    }
+    script.push_str("rm -f \"$r/.seed\"; ");
+    script
 }
 
 /// One exec: resolve the cache dir, check the cached binary, create the run dir 0700 and write
@@ -76,7 +104,7 @@ pub(crate) async fn probe(
     hash: &str,
     caching: bool,
     tmp_prefix: &str,
-    seed: &Seed<'_>,
+    seed: &[SeedFile<'_>],
 ) -> Result<Probe, Error> {
     let template = quote(&format!(
         "{}/mgmt.XXXXXXXX",
@@ -98,16 +126,10 @@ pub(crate) async fn probe(
     // A failure after the run dir exists removes it: nobody else knows its name yet.
     let script = format!(
         "set -e; umask 077; r=$(mktemp -d {template}); trap 'rm -rf \"$r\"' EXIT; {cache}; \
-         IFS= read -r u; IFS= read -r pw; printf '%s\\n%s\\n' \"$u\" \"$pw\" > \"$r/store.cred\"; \
-         cat > {graph}; \
-         if [ \"$(wc -c < {graph})\" -ne {len} ]; then echo 'the graph arrived incomplete' >&2; exit 1; fi; \
-         trap - EXIT; printf 'bin=%s\\nstatus=%s\\nrun=%s\\n' \"$c\" \"$s\" \"$r\"",
-        graph = format_args!("\"$r\"/{}", quote(seed.graph_name)),
-        len = seed.graph.len(),
+         {seed}trap - EXIT; printf 'bin=%s\\nstatus=%s\\nrun=%s\\n' \"$c\" \"$s\" \"$r\"",
+        seed = seed_script(seed),
     );
-    let mut stdin = Vec::with_capacity(seed.cred.len() + seed.graph.len());
-    stdin.extend_from_slice(seed.cred);
-    stdin.extend_from_slice(seed.graph);
+    let stdin: Vec<u8> = seed.iter().flat_map(|f| f.bytes.iter().copied()).collect();
     let out = s
         .run_ok("cache probe", &sh(&script), Some(&stdin), Step::Probe)
         .await?;
@@ -341,5 +363,35 @@ mod tests {
         assert_eq!(quote("a b"), "'a b'");
         assert_eq!(quote("it's"), r"'it'\''s'");
         assert_eq!(sh("echo 'x'"), r"exec /bin/sh -c 'echo '\''x'\'''");
+    }
+
+    #[test]
+    fn seed_files_are_cut_from_one_saved_stdin() {
+        let file = |name, bytes, mode| SeedFile { name, bytes, mode };
+        let seed = [
+            file("g.yaml", b"graph: g\n".as_slice(), 0o600),
+            file("it's", b"", 0o640),
+            file("c", b"user=u\n", 0o600),
+        ];
+        let s = seed_script(&seed);
+        assert!(s.starts_with(r#"cat > "$r/.seed"; "#), "{s}");
+        assert!(s.contains("-ne 16 ]"), "{s}");
+        assert!(
+            s.contains(
+                r#"tail -c +1 "$r/.seed" | head -c 9 > "$r"/'g.yaml'; chmod 600 "$r"/'g.yaml'; "#
+            ),
+            "{s}"
+        );
+        assert!(
+            s.contains(r#"tail -c +10 "$r/.seed" | head -c 0 > "$r"/'it'\''s'; chmod 640"#),
+            "{s}"
+        );
+        assert!(
+            s.contains(r#"tail -c +10 "$r/.seed" | head -c 7 > "$r"/'c'"#),
+            "{s}"
+        );
+        assert!(s.ends_with(r#"rm -f "$r/.seed"; "#), "{s}");
+        // Only lengths and names: never a byte of the files.
+        assert!(!s.contains("user=u"), "{s}");
     }
 }

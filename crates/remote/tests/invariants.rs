@@ -1,8 +1,8 @@
 //! Invariants of the crate that are an absence of something: no engine, YAML or store
-//! dependency (upstream mgmt lost its remote mode to that coupling) and no shelling out to the
-//! `ssh` client.
+//! dependency (upstream mgmt lost its remote mode to that coupling), no shelling out to the
+//! `ssh` client, and no reading of the environment (the caller hands in what it needs).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[test]
 fn remote_depends_on_no_engine_yaml_or_store_crate() {
@@ -32,13 +32,38 @@ fn remote_depends_on_no_engine_yaml_or_store_crate() {
     }
 }
 
+/// Every source file of the crate, with its text.
+fn sources() -> Vec<(PathBuf, String)> {
+    let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    let mut files = Vec::new();
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                files.push((path, text));
+            }
+        }
+    }
+    assert!(files.len() > 10, "only {} sources found", files.len());
+    files
+}
+
 #[test]
 fn no_ssh_client_process_is_spawned() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    for entry in std::fs::read_dir(src).unwrap() {
-        let path = entry.unwrap().path();
-        let text = std::fs::read_to_string(&path).unwrap();
+    for (path, text) in sources() {
         for banned in ["Command::new", "std::process::Command"] {
+            assert!(!text.contains(banned), "{} uses {banned}", path.display());
+        }
+    }
+}
+
+#[test]
+fn the_environment_is_never_read() {
+    for (path, text) in sources() {
+        for banned in ["std::env", "env::var", "getuid", "User::from"] {
             assert!(!text.contains(banned), "{} uses {banned}", path.display());
         }
     }

@@ -77,8 +77,8 @@ pub struct ExecSpec {
     pub shell: Option<String>,
     pub cwd: Option<String>,
     pub env: BTreeMap<String, String>,
-    /// Seconds; `None` (or 0 in the YAML) = no timeout.
-    pub timeout: Option<u64>,
+    /// Written in whole seconds; `None` (0 in the YAML) = no timeout.
+    pub timeout: Option<Duration>,
     pub ifcmd: Option<String>,
     pub ifshell: Option<String>,
     pub ifcwd: Option<String>,
@@ -102,7 +102,10 @@ impl ExecSpec {
             shell: p.string("shell")?,
             cwd: p.string("cwd")?,
             env: p.map("env")?,
-            timeout: p.uint("timeout")?.filter(|t| *t != 0),
+            timeout: p
+                .uint("timeout")?
+                .filter(|t| *t != 0)
+                .map(Duration::from_secs),
             ifcmd: p.string("ifcmd")?,
             ifshell: p.string("ifshell")?,
             ifcwd: p.string("ifcwd")?,
@@ -125,29 +128,36 @@ impl ExecSpec {
         }
         // Deprecated in mgmt (polling is `meta: poll` now): accepted, ignored.
         p.ignore("pollint");
-        spec.validate().map_err(invalid_to_build)?;
         Ok(spec)
     }
 
-    fn validate(&self) -> Result<(), ResourceError> {
+    /// Checks the parameters and splits the command lines, once: a bad one is a build error,
+    /// and a built `Exec` runs what this returns.
+    fn commands(&self) -> Result<Commands, ResourceError> {
         if self.args.is_some() && self.shell.is_some() {
             return Err(ResourceError::invalid(
                 "args",
                 "cannot be combined with `shell` (put the arguments in `cmd`)",
             ));
         }
-        argv(
-            "cmd",
-            &self.cmd,
-            self.args.as_deref(),
-            self.shell.as_deref(),
-        )?;
-        if let Some(ifcmd) = &self.ifcmd {
-            argv("ifcmd", ifcmd, None, self.ifshell.as_deref())?;
-        }
-        if let Some(watchcmd) = &self.watchcmd {
-            argv("watchcmd", watchcmd, None, self.watchshell.as_deref())?;
-        }
+        let commands = Commands {
+            cmd: Argv::new(
+                "cmd",
+                &self.cmd,
+                self.args.as_deref(),
+                self.shell.as_deref(),
+            )?,
+            ifcmd: self
+                .ifcmd
+                .as_deref()
+                .map(|c| Argv::new("ifcmd", c, None, self.ifshell.as_deref()))
+                .transpose()?,
+            watchcmd: self
+                .watchcmd
+                .as_deref()
+                .map(|c| Argv::new("watchcmd", c, None, self.watchshell.as_deref()))
+                .transpose()?,
+        };
         if let Some(creates) = &self.creates
             && !creates.starts_with('/')
         {
@@ -164,7 +174,7 @@ impl ExecSpec {
                 ));
             }
         }
-        Ok(())
+        Ok(commands)
     }
 
     fn to_params(&self) -> Value {
@@ -181,7 +191,7 @@ impl ExecSpec {
                 serde_json::to_value(&self.env).unwrap_or_default(),
             );
         }
-        put_opt(&mut map, "timeout", &self.timeout);
+        put_opt(&mut map, "timeout", &self.timeout.map(|t| t.as_secs()));
         put_opt(&mut map, "ifcmd", &self.ifcmd);
         put_opt(&mut map, "ifshell", &self.ifshell);
         put_opt(&mut map, "ifcwd", &self.ifcwd);
@@ -195,26 +205,48 @@ impl ExecSpec {
     }
 }
 
-/// The argv for a command: `shell -c cmd`, `cmd args...`, or `cmd` split into words.
-fn argv(
-    field: &str,
-    cmd: &str,
-    args: Option<&[String]>,
-    shell: Option<&str>,
-) -> Result<Vec<String>, ResourceError> {
-    let argv = match (shell, args) {
-        (Some(shell), _) => vec![shell.to_string(), "-c".to_string(), cmd.to_string()],
-        (None, Some(args)) => std::iter::once(cmd.to_string())
-            .chain(args.iter().cloned())
-            .collect(),
-        (None, None) => {
-            shellwords::split(cmd).map_err(|e| ResourceError::invalid(field, e.to_string()))?
+/// A command ready to run: a program (never empty) and its arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Argv {
+    program: String,
+    args: Vec<String>,
+}
+
+impl Argv {
+    /// `shell -c cmd`, `cmd args...`, or `cmd` split into words; an empty command or one that
+    /// does not split (unbalanced quotes) is an error naming `field`.
+    fn new(
+        field: &str,
+        cmd: &str,
+        args: Option<&[String]>,
+        shell: Option<&str>,
+    ) -> Result<Argv, ResourceError> {
+        let mut words = match (shell, args) {
+            (Some(shell), _) => vec![shell.to_string(), "-c".to_string(), cmd.to_string()],
+            (None, Some(args)) => std::iter::once(cmd.to_string())
+                .chain(args.iter().cloned())
+                .collect(),
+            (None, None) => {
+                shellwords::split(cmd).map_err(|e| ResourceError::invalid(field, e.to_string()))?
+            }
         }
-    };
-    if argv.first().is_none_or(|program| program.is_empty()) {
-        return Err(ResourceError::invalid(field, "the command is empty"));
+        .into_iter();
+        match words.next() {
+            Some(program) if !program.is_empty() => Ok(Argv {
+                program,
+                args: words.collect(),
+            }),
+            _ => Err(ResourceError::invalid(field, "the command is empty")),
+        }
     }
-    Ok(argv)
+}
+
+/// The commands of one exec, split when it is built.
+#[derive(Debug)]
+struct Commands {
+    cmd: Argv,
+    ifcmd: Option<Argv>,
+    watchcmd: Option<Argv>,
 }
 
 #[derive(Debug)]
@@ -222,6 +254,7 @@ pub struct Exec {
     name: String,
     meta: Meta,
     spec: ExecSpec,
+    commands: Commands,
     /// Bumped by the watchcmd on every line: each bump asks for another run.
     generation: AtomicU64,
     /// The generation at which cmd last ran successfully (`None`: never, or refreshed since).
@@ -230,10 +263,12 @@ pub struct Exec {
 
 fn build(name: &str, params: Value, meta: Meta) -> Result<Arc<dyn Resource>, BuildError> {
     let spec = ExecSpec::from_params(params)?;
+    let commands = spec.commands().map_err(invalid_to_build)?;
     Ok(Arc::new(Exec {
         name: name.to_string(),
         meta,
         spec,
+        commands,
         generation: AtomicU64::new(0),
         ran_at: Mutex::new(None),
     }))
@@ -247,7 +282,7 @@ struct Finished {
 
 /// Why a command did not finish by itself.
 enum Stopped {
-    Timeout(u64),
+    Timeout(Duration),
     Cancelled,
 }
 
@@ -256,9 +291,9 @@ impl Exec {
         &self.spec
     }
 
-    fn command(&self, argv: &[String], cwd: Option<&str>) -> Result<Command, ResourceError> {
-        let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..])
+    fn command(&self, argv: &Argv, cwd: Option<&str>) -> Result<Command, ResourceError> {
+        let mut cmd = Command::new(&argv.program);
+        cmd.args(&argv.args)
             .envs(&self.spec.env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -289,7 +324,7 @@ impl Exec {
     async fn run(
         &self,
         what: &str,
-        argv: &[String],
+        argv: &Argv,
         cwd: Option<&str>,
         cancel: &CancellationToken,
     ) -> Result<Result<Finished, Stopped>, ResourceError> {
@@ -297,7 +332,7 @@ impl Exec {
         let mut child = self
             .command(argv, cwd)?
             .spawn()
-            .map_err(|e| spawn_error(what, &argv[0], e))?;
+            .map_err(|e| spawn_error(what, &argv.program, e))?;
         let pgid = child.id().map(|pid| Pid::from_raw(pid as i32));
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
         let work = async {
@@ -311,7 +346,7 @@ impl Exec {
         tokio::pin!(work);
         let deadline = async {
             match self.spec.timeout {
-                Some(secs) => tokio::time::sleep(Duration::from_secs(secs)).await,
+                Some(timeout) => tokio::time::sleep(timeout).await,
                 None => std::future::pending().await,
             }
         };
@@ -334,12 +369,11 @@ impl Exec {
 
     /// Run `ifcmd`; true when it allows the main command to run.
     async fn guard_allows(&self, cancel: &CancellationToken) -> Result<bool, ResourceError> {
-        let Some(ifcmd) = &self.spec.ifcmd else {
+        let Some(argv) = &self.commands.ifcmd else {
             return Ok(true);
         };
-        let argv = argv("ifcmd", ifcmd, None, self.spec.ifshell.as_deref())?;
         match self
-            .run("ifcmd", &argv, self.spec.ifcwd.as_deref(), cancel)
+            .run("ifcmd", argv, self.spec.ifcwd.as_deref(), cancel)
             .await?
         {
             Ok(done) => {
@@ -357,8 +391,9 @@ fn spawn_error(what: &str, program: &str, e: std::io::Error) -> ResourceError {
 
 fn stopped_error(what: &str, stopped: Stopped) -> ResourceError {
     match stopped {
-        Stopped::Timeout(secs) => ResourceError::failed(format!(
-            "{what} timed out after {secs}s; its process group was killed"
+        Stopped::Timeout(after) => ResourceError::failed(format!(
+            "{what} timed out after {}s; its process group was killed",
+            after.as_secs()
         )),
         Stopped::Cancelled => {
             ResourceError::failed(format!("{what} cancelled; its process group was killed"))
@@ -458,24 +493,24 @@ impl Resource for Exec {
     fn meta(&self) -> &Meta {
         &self.meta
     }
+    /// Everything was checked when it was built (`ExecSpec::commands`), and it never changes.
     fn validate(&self) -> Result<(), ResourceError> {
-        self.spec.validate()
+        Ok(())
     }
     fn params(&self) -> Value {
         self.spec.to_params()
     }
 
     async fn watch(&self, ctx: WatchCtx) -> Result<(), ResourceError> {
-        let Some(watchcmd) = &self.spec.watchcmd else {
+        let Some(argv) = &self.commands.watchcmd else {
             ctx.running();
             ctx.cancel.cancelled().await;
             return Ok(());
         };
-        let argv = argv("watchcmd", watchcmd, None, self.spec.watchshell.as_deref())?;
         let mut child = self
-            .command(&argv, self.spec.watchcwd.as_deref())?
+            .command(argv, self.spec.watchcwd.as_deref())?
             .spawn()
-            .map_err(|e| spawn_error("watchcmd", &argv[0], e))?;
+            .map_err(|e| spawn_error("watchcmd", &argv.program, e))?;
         let pgid = child.id().map(|pid| Pid::from_raw(pid as i32));
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
         ctx.running();
@@ -548,14 +583,13 @@ impl Resource for Exec {
         if mode == Mode::Check {
             return Ok(Outcome::WouldChange);
         }
-        let argv = argv(
-            "cmd",
-            &self.spec.cmd,
-            self.spec.args.as_deref(),
-            self.spec.shell.as_deref(),
-        )?;
         let done = match self
-            .run("cmd", &argv, self.spec.cwd.as_deref(), &ctx.cancel)
+            .run(
+                "cmd",
+                &self.commands.cmd,
+                self.spec.cwd.as_deref(),
+                &ctx.cancel,
+            )
             .await?
         {
             Ok(done) => done,
@@ -566,5 +600,68 @@ impl Resource for Exec {
         }
         *self.ran_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(generation);
         Ok(Outcome::Changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn commands(params: Value) -> Result<Commands, BuildError> {
+        ExecSpec::from_params(params)?
+            .commands()
+            .map_err(invalid_to_build)
+    }
+
+    fn argv(program: &str, args: &[&str]) -> Argv {
+        Argv {
+            program: program.to_string(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn command_lines_are_split_once_when_built() {
+        let c = commands(json!({
+            "cmd": "printf '%s\\n' \"a b\" c",
+            "ifcmd": "test -e /x",
+            "ifshell": "/bin/sh",
+            "watchcmd": "tail -F /log",
+        }))
+        .unwrap();
+        assert_eq!(c.cmd, argv("printf", &["%s\\n", "a b", "c"]));
+        assert_eq!(c.ifcmd, Some(argv("/bin/sh", &["-c", "test -e /x"])));
+        assert_eq!(c.watchcmd, Some(argv("tail", &["-F", "/log"])));
+        let c = commands(json!({"cmd": "echo", "args": ["a b", "c"]})).unwrap();
+        assert_eq!(c.cmd, argv("echo", &["a b", "c"]));
+        assert_eq!((c.ifcmd, c.watchcmd), (None, None));
+    }
+
+    #[test]
+    fn a_bad_command_line_is_a_build_error() {
+        for (params, field, message) in [
+            (
+                json!({"cmd": "echo 'oops"}),
+                "cmd",
+                "unterminated single quote",
+            ),
+            (json!({"cmd": "''"}), "cmd", "the command is empty"),
+            (
+                json!({"cmd": "x", "ifcmd": "a\\"}),
+                "ifcmd",
+                "trailing backslash",
+            ),
+            (
+                json!({"cmd": "x", "watchcmd": "\"open"}),
+                "watchcmd",
+                "unterminated double quote",
+            ),
+        ] {
+            let e = build("e", params.clone(), Meta::default()).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some(field), "{params}");
+            assert!(e.message.contains(message), "{params}: {e}");
+        }
     }
 }

@@ -217,6 +217,7 @@ fn errors_point_at_the_field() {
             json!({"cmd": "x", "watchcmd": "\"open"}),
             "watchcmd",
         ),
+        ("exec", json!({"cmd": "x", "ifcmd": "'open"}), "ifcmd"),
         ("exec", json!({"cmd": "x", "args": "notalist"}), "args"),
         ("timer", json!({}), "interval"),
         ("timer", json!({"interval": 0}), "interval"),

@@ -6,7 +6,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
-use resource::{BuildError, KindInfo, Meta, Registry, ResId};
+use resource::{BuildError, KindInfo, Meta, Rate, Registry, ResId};
 use serde_json::{Map, Value};
 
 use crate::diag::{Diagnostic, Diagnostics, help_for};
@@ -30,17 +30,7 @@ const TOP_KEYS: &[&str] = &[
 const EDGE_KEYS: &[&str] = &["name", "from", "to", "notify"];
 const VERTEX_KEYS: &[&str] = &["kind", "name"];
 const COLLECT_KEYS: &[&str] = &["kind", "pattern", "notify"];
-const META_KEYS: &[&str] = &[
-    "retry",
-    "delay",
-    "poll",
-    "limit",
-    "burst",
-    "noop",
-    "autoedge",
-    "autogroup",
-    "sema",
-];
+const META_KEYS: &[&str] = Meta::FIELDS;
 
 impl From<Pos> for Span {
     fn from(p: Pos) -> Span {
@@ -549,7 +539,7 @@ impl<'a> Cx<'a> {
             return None;
         };
         let mut ok = true;
-        let mut obj = Map::new();
+        let mut meta = Meta::default();
         for (k, v) in entries {
             let Some(key) = self.key(k) else {
                 ok = false;
@@ -567,13 +557,14 @@ impl<'a> Cx<'a> {
             if yaml::is_null(v) {
                 continue;
             }
-            let json = match yaml::scalar(v) {
-                // mgmt's default limit is `.inf`, "no limit", which `Meta` spells 0.
-                Ok(Some(Scalar::Float(f))) if key == "limit" && f == f64::INFINITY => {
-                    Value::from(0.0)
+            let set = match yaml::scalar(v) {
+                // mgmt's default limit is `.inf` ("no limit"), which JSON cannot hold: a
+                // floating-point `limit` is read as the number it is, not through JSON.
+                Ok(Some(Scalar::Float(f))) if key == "limit" => {
+                    Rate::limit(f).map(|limit| meta.limit = limit)
                 }
                 _ => match yaml::to_json(v) {
-                    Ok(j) => j,
+                    Ok(j) => meta.set(key, &j),
                     Err((pos, msg)) => {
                         self.error(pos, format!("invalid value for `meta.{key}`: {msg}"), None);
                         ok = false;
@@ -581,33 +572,16 @@ impl<'a> Cx<'a> {
                     }
                 },
             };
-            let mut one = Map::new();
-            one.insert(key.to_string(), json.clone());
-            let sema = match serde_json::from_value::<Meta>(Value::Object(one)) {
-                Ok(m) => m.semaphores(),
-                Err(e) => Err(e.to_string()),
-            };
-            if let Err(e) = sema {
+            if let Err(e) = set {
                 self.error(
                     Pos::of(v),
                     format!("invalid value for `meta.{key}`: {e}"),
                     None,
                 );
                 ok = false;
-                continue;
-            }
-            obj.insert(key.to_string(), json);
-        }
-        if !ok {
-            return None;
-        }
-        match serde_json::from_value::<Meta>(Value::Object(obj)) {
-            Ok(meta) => Some(meta),
-            Err(e) => {
-                self.error(Pos::of(node), format!("invalid `meta`: {e}"), None);
-                None
             }
         }
+        ok.then_some(meta)
     }
 
     fn edges(&mut self, v: &Node) -> Vec<EdgeSpec> {
@@ -886,26 +860,14 @@ impl<'a> Cx<'a> {
             .iter()
             .map(|e| (e.from.clone(), e.to.clone()))
             .collect();
-        // Automatic edges, as the engine adds them: whoever manages a uid a vertex asks for
-        // becomes its parent.
-        let mut providers: BTreeMap<resource::Uid, Vec<&ResId>> = BTreeMap::new();
-        for (id, r) in &vertices {
-            for uid in r.uids() {
-                providers.entry(uid).or_default().push(id);
-            }
-        }
-        for (id, r) in &vertices {
-            if !r.meta().autoedge {
-                continue;
-            }
-            for want in r.auto_edges() {
-                for &parent in providers.get(&want).into_iter().flatten() {
-                    if parent != id {
-                        all_edges.push((parent.clone(), id.clone()));
-                    }
-                }
-            }
-        }
+        // Automatic edges, as the engine adds them.
+        let refs: Vec<(&ResId, &dyn resource::Resource)> =
+            vertices.iter().map(|(id, r)| (id, *r)).collect();
+        all_edges.extend(
+            resource::auto_edges(&refs)
+                .into_iter()
+                .map(|(parent, child)| (parent.clone(), child.clone())),
+        );
         all_edges.extend(
             targets
                 .iter()

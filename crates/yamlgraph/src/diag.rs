@@ -3,26 +3,57 @@
 //!
 //! Pure data and formatting; never reads files (the source line is captured when a diagnostic
 //! is made).
+//!
+//! Two forms of the same data: `Display` for people (the caret art), `Serialize` for programs
+//! (`{"file", "line", "column", "message"}` per diagnostic, a list for [`Diagnostics`]), so a
+//! caller's JSON never carries the rendering.
 
 use std::fmt;
 
+use serde::Serialize;
+
 /// One problem in a graph file. `line` and `col` are 1-based; `line == 0` means the problem
 /// has no position (the file could not be read at all).
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Serialises as its fields `file`, `line`, `column` and `message` (the `--json` schema's
+/// diagnostic); `help` and what only the rendering needs (`source_line`, `width`) are for
+/// people and not serialised.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Diagnostic {
     pub file: String,
     pub line: usize,
+    #[serde(rename = "column")]
     pub col: usize,
     pub message: String,
+    #[serde(skip)]
     pub help: Option<String>,
     /// The text of line `line`, shown under the message.
+    #[serde(skip)]
     pub source_line: String,
     /// How many characters the caret underlines (at least 1).
+    #[serde(skip)]
     pub width: usize,
 }
 
-/// Every problem found in one graph file, in source order. `Display` renders all of them.
-#[derive(Clone, Debug, PartialEq, Eq)]
+impl Diagnostic {
+    /// A problem with the file as a whole (it cannot be read): no position, no source line.
+    pub fn whole_file(file: impl Into<String>, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            file: file.into(),
+            line: 0,
+            col: 0,
+            message: message.into(),
+            help: None,
+            source_line: String::new(),
+            width: 1,
+        }
+    }
+}
+
+/// Every problem found in one graph file, in source order. `Display` renders all of them;
+/// `Serialize` gives the list of [`Diagnostic`]s.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
 pub struct Diagnostics(pub Vec<Diagnostic>);
 
 impl std::error::Error for Diagnostics {}
@@ -124,18 +155,43 @@ mod tests {
 
     #[test]
     fn renders_without_position() {
-        let d = Diagnostic {
-            file: "g.yaml".into(),
-            line: 0,
-            col: 0,
-            message: "cannot read `g.yaml`: no such file".into(),
-            help: None,
-            source_line: String::new(),
-            width: 1,
-        };
+        let d = Diagnostic::whole_file("g.yaml", "cannot read `g.yaml`: no such file");
         assert_eq!(
             d.to_string(),
             "error: cannot read `g.yaml`: no such file\n --> g.yaml\n"
+        );
+    }
+
+    #[test]
+    fn serialises_as_fields_without_the_rendering() {
+        let d = Diagnostics(vec![
+            Diagnostic {
+                file: "g.yaml".into(),
+                line: 6,
+                col: 5,
+                message: "unknown field `contnet` for resource kind `file`".into(),
+                help: Some("did you mean `content`?".into()),
+                source_line: "    contnet: hello".into(),
+                width: 7,
+            },
+            Diagnostic::whole_file("h.yaml", "cannot read `h.yaml`: no such file"),
+        ]);
+        assert_eq!(
+            serde_json::to_value(&d).unwrap(),
+            serde_json::json!([
+                {
+                    "file": "g.yaml",
+                    "line": 6,
+                    "column": 5,
+                    "message": "unknown field `contnet` for resource kind `file`",
+                },
+                {
+                    "file": "h.yaml",
+                    "line": 0,
+                    "column": 0,
+                    "message": "cannot read `h.yaml`: no such file",
+                },
+            ])
         );
     }
 }

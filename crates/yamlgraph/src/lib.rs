@@ -124,14 +124,9 @@ pub fn parse_file(
     let file = path.display().to_string();
     match std::fs::read_to_string(path) {
         Ok(text) => parse(&file, &text, registry),
-        Err(e) => Err(Diagnostics(vec![Diagnostic {
-            message: format!("cannot read `{file}`: {e}"),
-            file,
-            line: 0,
-            col: 0,
-            help: None,
-            source_line: String::new(),
-            width: 1,
-        }])),
+        Err(e) => {
+            let message = format!("cannot read `{file}`: {e}");
+            Err(Diagnostics(vec![Diagnostic::whole_file(file, message)]))
+        }
     }
 }

@@ -5,7 +5,9 @@
 
 mod common;
 
-use resource::{Meta, ResId};
+use std::time::Duration;
+
+use resource::{Meta, Rate, ResId, Retry, Semaphores};
 use serde_json::json;
 
 fn ok(text: &str) -> yamlgraph::GraphSpec {
@@ -234,18 +236,22 @@ resources:
     assert_eq!(
         meta("n1"),
         Meta {
-            retry: -1,
-            delay: 500,
-            poll: 5,
-            limit: 0.0,
+            retry: Retry::Forever,
+            delay: Duration::from_millis(500),
+            poll: Some(Duration::from_secs(5)),
+            // `.inf` is no limit.
+            limit: None,
             burst: 0,
             noop: true,
             autoedge: false,
             autogroup: false,
-            sema: vec!["mylock:1".into(), "otherlock:42".into()],
+            sema: Semaphores::parse(["mylock:1", "otherlock:42"]).unwrap(),
         }
     );
-    assert_eq!((meta("n2").limit, meta("n2").burst), (2.5, 3));
+    assert_eq!(
+        (meta("n2").limit.map(Rate::get), meta("n2").burst),
+        (Some(2.5), 3)
+    );
     assert_eq!(meta("n3"), Meta::default());
 }
 

@@ -719,3 +719,29 @@ fn second_document() {
     "#]]
     .assert_eq(&errors(text));
 }
+
+#[test]
+fn out_of_range_meta_values() {
+    let text = "graph: g\nresources:\n  noop:\n  - name: n1\n    meta:\n      retry: -2\n      limit: -.inf\n      poll: -1\n";
+    expect![[r#"
+        error: invalid value for `meta.retry`: -2 is out of range: write -1 to retry forever or a count from 0 to 4294967295
+         --> graph.yaml:6:14
+          |
+        6 |       retry: -2
+          |              ^^
+
+        error: invalid value for `meta.limit`: -inf is out of range: write a rate above 0 (0 or .inf: no limit)
+         --> graph.yaml:7:14
+          |
+        7 |       limit: -.inf
+          |              ^^^^^
+
+        error: invalid value for `meta.poll`: invalid value: integer `-1`, expected u64
+         --> graph.yaml:8:13
+          |
+        8 |       poll: -1
+          |             ^^
+
+        error: could not load `graph.yaml` due to 3 previous errors
+    "#]].assert_eq(&errors(text));
+}

@@ -187,7 +187,10 @@ edges:
 "#);
     assert_eq!(spec.resources.len(), 8);
     assert_eq!(spec.edges.len(), 2);
-    assert_eq!(spec.resources[0].resource.meta().retry, -1);
+    assert_eq!(
+        spec.resources[0].resource.meta().retry,
+        resource::Retry::Forever
+    );
 }
 
 #[test]

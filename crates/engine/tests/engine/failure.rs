@@ -29,8 +29,8 @@ async fn failures_are_retried_after_the_delay() {
     script.push(Err("first".into()));
     script.push(Err("second".into()));
     let f = Probe::new(&lab, "f").script(script).meta(|m| {
-        m.retry = 3;
-        m.delay = 30;
+        m.retry = resource::Retry::Times(3);
+        m.delay = Duration::from_millis(30);
     });
     let mut rig = rig(false);
     rig.engine
@@ -86,7 +86,9 @@ async fn a_failed_vertex_blocks_its_descendants_until_an_event() {
     for n in 1..=3 {
         script.push(Err(format!("failure {n}")));
     }
-    let f = Probe::new(&lab, "f").script(script).meta(|m| m.retry = 1);
+    let f = Probe::new(&lab, "f")
+        .script(script)
+        .meta(|m| m.retry = resource::Retry::Times(1));
     let vs = vec![
         f.arc(),
         Probe::new(&lab, "g").arc(),
@@ -128,7 +130,9 @@ async fn a_failed_watch_is_reported_and_restarted() {
         watch_failures: AtomicU32::new(1),
         ..Script::default()
     };
-    let w = Probe::new(&lab, "w").script(script).meta(|m| m.delay = 10);
+    let w = Probe::new(&lab, "w")
+        .script(script)
+        .meta(|m| m.delay = Duration::from_millis(10));
     let mut rig = rig(false);
     rig.engine.swap(graph(vec![w.arc()], &[])).await.unwrap();
     let e = rig
@@ -163,7 +167,9 @@ async fn a_watch_that_never_comes_up_is_still_checked_and_converges() {
         watch_failures: AtomicU32::new(u32::MAX),
         ..Script::default()
     };
-    let w = Probe::new(&lab, "w").script(script).meta(|m| m.delay = 10);
+    let w = Probe::new(&lab, "w")
+        .script(script)
+        .meta(|m| m.delay = Duration::from_millis(10));
     let mut rig = rig(false);
     rig.engine
         .swap(graph(
@@ -184,7 +190,7 @@ async fn a_watch_that_never_comes_up_is_still_checked_and_converges() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_check_apply_is_a_failure_not_a_dead_worker() {
     let lab = Lab::new();
-    let p = Probe::new(&lab, "p").meta(|m| m.retry = 1);
+    let p = Probe::new(&lab, "p").meta(|m| m.retry = resource::Retry::Times(1));
     p.script.push(Err("panic".into()));
     let mut rig = rig(false);
     rig.engine

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use remote::{
-    FleetConfig, FleetReport, HostOutcome, RemoteEvent, RemoteUrl, Target, run_fleet, sha256_file,
+    ChildArg, Credentials, FleetConfig, FleetReport, HostOutcome, LocalEnv, RemoteEvent, RemoteUrl,
+    Target, TargetExtras, run_fleet_with, sha256_file,
 };
 use testbed::{Host, Testbed};
 use tokio::sync::mpsc;
@@ -52,14 +53,44 @@ while [ $# -gt 0 ]; do
 done
 "#;
 
+/// The name of the credentials file `run` puts in every run dir.
+pub const CRED: &str = "store.cred";
+
+/// The child's command line as mgmt's initiator builds it (the scripts read it with
+/// `PARSE_ARGS`); this crate does not know the flags, its caller does.
+pub fn child_args() -> Vec<ChildArg> {
+    let lit = ChildArg::lit;
+    vec![
+        lit("run"),
+        lit("--hostname"),
+        ChildArg::Hostname,
+        lit("--no-server"),
+        lit("--seeds"),
+        ChildArg::StoreUrl,
+        lit("--store-credentials"),
+        ChildArg::RunDirFile(CRED.to_string()),
+        lit("--yaml"),
+        ChildArg::Graph,
+        lit("--depth"),
+        lit("1"),
+    ]
+}
+
 /// A config for `bed`: only the test bed's client key, its known_hosts and ssh_config.
 pub fn config(bed: &Testbed, binary: &Path) -> FleetConfig {
     let hash = sha256_file(binary).unwrap();
+    let local = LocalEnv {
+        user: "root".to_string(),
+        home: None,
+        agent_socket: None,
+    };
     let mut cfg = FleetConfig::new(
         binary.to_path_buf(),
         hash,
         "127.0.0.1:9".parse::<SocketAddr>().unwrap(),
+        local,
     );
+    cfg.child_args = child_args();
     cfg.identities = vec![bed.client_key()];
     cfg.known_hosts = Some(bed.known_hosts());
     cfg.ssh_config = Some(bed.ssh_config());
@@ -76,10 +107,18 @@ pub fn target(host: &str, url: &str, graph: &str) -> Target {
         graph: graph.as_bytes().to_vec(),
         url: RemoteUrl::parse(url).unwrap(),
         hostname: host.to_string(),
-        store_user: format!("mgmt-{host}"),
-        store_secret: "s3cret-token".to_string(),
         updates: None,
     }
+}
+
+/// The target with its store credentials (`mgmt-<host>`, `s3cret-token`) as `CRED`.
+pub fn with_cred(t: Target) -> (Target, TargetExtras) {
+    let cred = Credentials::new(format!("mgmt-{}", t.hostname), "s3cret-token").unwrap();
+    let extras = TargetExtras {
+        files: vec![cred.file(CRED)],
+        updates: None,
+    };
+    (t, extras)
 }
 
 /// Alias target for a test bed host: `h1` resolved through the generated ssh_config.
@@ -87,10 +126,11 @@ pub fn alias(h: &Host) -> Target {
     target(&h.name, &h.name, "graph: g\n")
 }
 
-/// Runs the fleet to the end, collecting every event.
+/// Runs the fleet to the end (each target with its credentials), collecting every event.
 pub async fn run(cfg: FleetConfig, targets: Vec<Target>) -> (FleetReport, Vec<RemoteEvent>) {
     let (tx, mut rx) = mpsc::channel(64);
-    let fleet = tokio::spawn(run_fleet(cfg, targets, CancellationToken::new(), tx));
+    let targets = targets.into_iter().map(with_cred).collect();
+    let fleet = tokio::spawn(run_fleet_with(cfg, targets, CancellationToken::new(), tx));
     let mut events = Vec::new();
     let collect = async {
         while let Some(ev) = rx.recv().await {

@@ -1,0 +1,251 @@
+//! The running child: its output relayed line by line, live updates copied into its run dir,
+//! and its stop (stdin closed, `grace`, then killed by its recorded pid) on cancellation.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::ChannelMsg;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::host::{Progress, Running};
+use super::schedule::{Shared, warn};
+use super::scripts::{self, Pid, WRAPPER_PREFIX};
+use super::types::{HostOutcome, RemoteEvent, Target, TargetExtras};
+use crate::error::{ChildExit, Error, Step};
+use crate::session::Session;
+use crate::upload::{self, sh};
+
+/// Splits channel bytes into lines; keeps the unfinished tail.
+#[derive(Default)]
+struct Lines {
+    buf: Vec<u8>,
+}
+
+impl Lines {
+    fn push(&mut self, data: &[u8]) -> Vec<String> {
+        self.buf.extend_from_slice(data);
+        let mut lines = Vec::new();
+        while let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=i).collect();
+            let line = String::from_utf8_lossy(&line[..i]);
+            lines.push(line.trim_end_matches('\r').to_string());
+        }
+        lines
+    }
+
+    fn rest(&mut self) -> Option<String> {
+        (!self.buf.is_empty())
+            .then(|| String::from_utf8_lossy(&std::mem::take(&mut self.buf)).into_owned())
+    }
+}
+
+fn parse_pid(line: &str) -> Option<Pid> {
+    let rest = line.strip_prefix("mgmt-pid: ")?;
+    let mut it = rest.split_whitespace();
+    let pid = it.next()?.parse().ok()?;
+    let start = it.next()?;
+    start
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| (pid, start.to_string()))
+}
+
+pub(super) async fn supervise(
+    shared: &Shared,
+    s: &Session,
+    t: &mut Target,
+    extras: &mut TargetExtras,
+    cancel: &CancellationToken,
+    p: &mut Progress,
+    mut r: Running,
+) -> (HostOutcome, Option<ChildExit>, Option<Pid>) {
+    let host = t.hostname.clone();
+    let force = shared.cfg.force.clone();
+    let mut out = Lines::default();
+    let mut err = Lines::default();
+    let mut pid: Option<Pid> = None;
+    let mut first_line = true;
+    let mut exit: Option<ChildExit> = None;
+    let mut stopping = false;
+    let far = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
+    let mut deadline = far;
+    let mut updates = t.updates.take();
+    let mut extra_updates = extras.updates.take();
+    let mut exec_refused = false;
+    // What the wrapper said when it refused to start the binary (see `child_command`).
+    let mut wrapper_refusal: Option<String> = None;
+    loop {
+        tokio::select! {
+            msg = r.channel.wait() => match msg {
+                Some(ChannelMsg::Data { data }) => {
+                    for line in out.push(&data) {
+                        if first_line {
+                            first_line = false;
+                            if let Some(found) = parse_pid(&line) {
+                                pid = Some(found);
+                                continue;
+                            }
+                        }
+                        shared.emit(RemoteEvent::Output { host: host.clone(), line }).await;
+                    }
+                }
+                Some(ChannelMsg::ExtendedData { data, .. }) => {
+                    for line in err.push(&data) {
+                        if pid.is_some() && wrapper_refusal.is_none()
+                            && let Some(said) = line.strip_prefix(WRAPPER_PREFIX)
+                        {
+                            wrapper_refusal = Some(said.to_string());
+                        }
+                        shared.emit(RemoteEvent::Output { host: host.clone(), line }).await;
+                    }
+                }
+                Some(ChannelMsg::ExitStatus { exit_status }) => exit = Some(ChildExit::Code(exit_status)),
+                Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
+                    exit = Some(ChildExit::Signal(format!("{signal_name:?}")))
+                }
+                Some(ChannelMsg::Failure) => { exec_refused = true; break; }
+                Some(_) => {}
+                None => break,
+            },
+            _ = cancel.cancelled(), if !stopping => {
+                stopping = true;
+                // The child watches its stdin: EOF is its cue to shut down cleanly.
+                let _ = r.channel.eof().await;
+                let grace = if force.is_cancelled() { Duration::ZERO } else { shared.cfg.grace };
+                deadline = tokio::time::Instant::now() + grace;
+            }
+            _ = force.cancelled(), if stopping && deadline > tokio::time::Instant::now() => {
+                deadline = tokio::time::Instant::now();
+            }
+            _ = tokio::time::sleep_until(deadline), if stopping => {
+                if let Err(e) = kill(s, pid.as_ref(), &r.run_dir, force.is_cancelled()).await {
+                    warn(shared, &host, format!("cannot stop the child on {host}: {e}")).await;
+                }
+                // If the channel still does not close (lost connection), give up on it.
+                tokio::select! {
+                    _ = drain(&mut r.channel, &mut exit) => {}
+                    _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+                }
+                break;
+            }
+            u = recv_update(&mut updates) => match u {
+                Some(bytes) => {
+                    match upload::write_file(s, &r.run_dir, &r.name, &bytes, 0o600, Step::Update).await {
+                        Ok(()) => {
+                            p.bytes_sent += bytes.len() as u64;
+                            tracing::debug!("copied new graph definition: {}", t.file.display());
+                            shared.emit(RemoteEvent::GraphCopied { host: host.clone(), file: t.file.clone() }).await;
+                        }
+                        Err(e) => warn(shared, &host, format!("cannot copy new graph definition {}: {e}", t.file.display())).await,
+                    }
+                }
+                None => updates = None,
+            },
+            u = recv_update(&mut extra_updates) => match u {
+                Some(f) => {
+                    match upload::write_file(s, &r.run_dir, &f.name, &f.bytes, f.mode, Step::Update).await {
+                        Ok(()) => {
+                            p.bytes_sent += f.bytes.len() as u64;
+                            tracing::debug!("copied new version of {}", f.name);
+                            shared.emit(RemoteEvent::GraphCopied { host: host.clone(), file: PathBuf::from(&f.name) }).await;
+                        }
+                        Err(e) => warn(shared, &host, format!("cannot copy new version of {}: {e}", f.name)).await,
+                    }
+                }
+                None => extra_updates = None,
+            },
+        }
+    }
+    for line in [out.rest(), err.rest()].into_iter().flatten() {
+        shared
+            .emit(RemoteEvent::Output {
+                host: host.clone(),
+                line,
+            })
+            .await;
+    }
+    let outcome = if exec_refused {
+        HostOutcome::Failed {
+            step: Step::Exec,
+            error: Arc::new(Error::Protocol {
+                host: host.clone(),
+                step: Step::Exec,
+                message: "the server refused to run the child".to_string(),
+            }),
+        }
+    } else if stopping || exit == Some(ChildExit::Code(0)) {
+        HostOutcome::Done
+    } else if let (Some(ChildExit::Code(126)), Some(said)) = (&exit, wrapper_refusal) {
+        HostOutcome::Failed {
+            step: Step::Exec,
+            error: Arc::new(Error::Protocol {
+                host: host.clone(),
+                step: Step::Exec,
+                message: format!("refused to start: {said}; it was not run"),
+            }),
+        }
+    } else {
+        HostOutcome::Failed {
+            step: Step::Run,
+            error: Arc::new(Error::ChildFailed {
+                host: host.clone(),
+                exit: exit.clone().unwrap_or(ChildExit::Unknown),
+            }),
+        }
+    };
+    (outcome, exit, pid)
+}
+
+async fn recv_update<T>(updates: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match updates {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn drain(ch: &mut russh::Channel<russh::client::Msg>, exit: &mut Option<ChildExit>) {
+    while let Some(msg) = ch.wait().await {
+        match msg {
+            ChannelMsg::ExitStatus { exit_status } => *exit = Some(ChildExit::Code(exit_status)),
+            ChannelMsg::ExitSignal { signal_name, .. } => {
+                *exit = Some(ChildExit::Signal(format!("{signal_name:?}")))
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn kill(s: &Session, pid: Option<&Pid>, run_dir: &str, force: bool) -> Result<(), Error> {
+    let script = scripts::kill_script(pid, run_dir, force);
+    s.run_ok("stopping the child", &sh(&script), None, Step::Cleanup)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_split_and_keep_tail() {
+        let mut l = Lines::default();
+        assert_eq!(l.push(b"a\r\nb"), vec!["a".to_string()]);
+        assert_eq!(l.push(b"c\n\n"), vec!["bc".to_string(), String::new()]);
+        assert_eq!(l.push(b"tail"), Vec::<String>::new());
+        assert_eq!(l.rest().as_deref(), Some("tail"));
+        assert_eq!(l.rest(), None);
+    }
+
+    #[test]
+    fn pid_line() {
+        assert_eq!(
+            parse_pid("mgmt-pid: 42 1234"),
+            Some((42, "1234".to_string()))
+        );
+        assert_eq!(parse_pid("mgmt-pid: 42"), None);
+        assert_eq!(parse_pid("mgmt-pid: x 1"), None);
+        assert_eq!(parse_pid("hello"), None);
+    }
+}

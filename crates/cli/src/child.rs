@@ -20,7 +20,7 @@ const RUN: &str = "run";
 /// The child's command line (after the binary) for a fleet run by a process with `args`: it
 /// runs its graph with the flags it shares with us (`--noop`, `--no-watch`,
 /// `--converged-timeout`), one level deeper, as its target's hostname, against our store
-/// through its tunnel, authenticated by [`CRED_FILE`].
+/// through its tunnel, authenticated by [`CRED_FILE`], reporting with `--json`.
 pub fn child_args(args: &RunArgs) -> Result<Vec<ChildArg>> {
     let cmd = RunArgs::augment_args(clap::Command::new(RUN));
     // `--<long>` of the field `id` of `RunArgs`.
@@ -44,6 +44,9 @@ pub fn child_args(args: &RunArgs) -> Result<Vec<ChildArg>> {
         ChildArg::Graph,
         flag("depth")?,
         ChildArg::lit((args.depth + 1).to_string()),
+        // Its events on stdout are its reports to us (`fleet::Event`, parsed, never scraped
+        // from log lines); its human log goes to stderr.
+        flag("json")?,
     ];
     if args.noop {
         v.push(flag("noop")?);
@@ -134,6 +137,7 @@ mod tests {
         assert_eq!(child.yaml.as_deref(), Some(Path::new("/tmp/mgmt.X/g.yaml")));
         assert!(child.remote.is_empty());
         assert_eq!(child.depth, depth);
+        assert!(child.json, "the child reports with --json");
     }
 
     #[test]

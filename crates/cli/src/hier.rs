@@ -7,8 +7,9 @@
 //! - [`pack`]: one direct host's target, its whole subtree packed into its run dir as extra
 //!   files (graphs, per-host store credentials, the [`Manifest`]), and the [`Router`] that
 //!   copies live edits of any file of the tree down the right branch;
-//! - [`Report`]: the lines (`mgmt-tree: {json}`) by which an intermediate reports its subtree
-//!   up, accepted only for hosts of the reporting host's own subtree;
+//! - [`report_line`]/[`parse_report`]: the lines (`mgmt-tree: {event}`, a `fleet::Event`) by
+//!   which an intermediate reports its subtree up, accepted only for hosts of the reporting
+//!   host's own subtree;
 //! - [`Intermediate`]: the fleet a remote child runs for its own `remotes:`.
 //!
 //! It must never put a secret in argv or in a log, never trust a report about a host outside
@@ -34,6 +35,7 @@ use tracing::{error, info, warn};
 use crate::args::RunArgs;
 use crate::child::{self, CRED_FILE};
 use crate::graphfile;
+use fleet::Event;
 
 /// The prefix of a line by which an intermediate reports on a host of its subtree.
 pub const REPORT_PREFIX: &str = "mgmt-tree: ";
@@ -546,95 +548,69 @@ pub fn watch_files(files: &[PathBuf], tx: mpsc::Sender<()>) -> Result<crate::gra
     crate::graphfile::FileWatch::new(files, tx)
 }
 
-/// A line by which an intermediate reports on a host of its subtree.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Report {
-    State {
-        host: String,
-        state: String,
-    },
-    Output {
-        host: String,
-        line: String,
-    },
-    Copied {
-        host: String,
-        file: String,
-    },
-    Warning {
-        host: String,
-        message: String,
-    },
-    Failed {
-        host: String,
-        step: String,
-        error: String,
-    },
-    Summary {
-        host: String,
-        status: String,
-        bytes_sent: u64,
-        cache: String,
-        seconds: f64,
-    },
+/// A line by which an intermediate reports on a host of its subtree: the host's event itself
+/// (`fleet::Event`, the `--json` stream's type), behind [`REPORT_PREFIX`].
+pub fn report_line(ev: &Event) -> String {
+    format!("{REPORT_PREFIX}{}", ev.to_line())
 }
 
-impl Report {
-    pub fn host(&self) -> &str {
-        match self {
-            Report::State { host, .. }
-            | Report::Output { host, .. }
-            | Report::Copied { host, .. }
-            | Report::Warning { host, .. }
-            | Report::Failed { host, .. }
-            | Report::Summary { host, .. } => host,
+/// A report about a host below `from` (which printed `line`); anything else is `from`'s own
+/// output. A report that does not parse (an unknown state word, a line too long) is logged and
+/// dropped: it fails no host.
+pub fn parse_report(tree: &Tree, from: &str, line: &str) -> Option<Event> {
+    let body = line.strip_prefix(REPORT_PREFIX)?;
+    match Event::parse(body) {
+        Ok(ev) if ev.host().is_some_and(|h| tree.is_below(h, from)) => Some(ev),
+        Ok(_) => None,
+        Err(e) => {
+            warn!(host = from, "ignoring a report that does not parse: {e:?}");
+            None
         }
     }
+}
 
-    pub fn line(&self) -> String {
-        format!(
-            "{REPORT_PREFIX}{}",
-            serde_json::to_string(self).unwrap_or_default()
-        )
+/// One event of this process's own fleet, as the stream says it.
+pub fn event_of(ev: RemoteEvent) -> Event {
+    match ev {
+        RemoteEvent::State { host, state } => Event::HostState {
+            host,
+            state,
+            via: None,
+        },
+        RemoteEvent::Output { host, line } => Event::HostOutput {
+            host,
+            line,
+            via: None,
+        },
+        RemoteEvent::GraphCopied { host, file } => Event::GraphCopied {
+            host,
+            file,
+            via: None,
+        },
+        RemoteEvent::Warning { host, message } => Event::HostWarning {
+            host,
+            message,
+            via: None,
+        },
+        RemoteEvent::Failed { host, step, error } => Event::HostFailed {
+            host,
+            step,
+            error: error.to_string(),
+            via: None,
+        },
     }
+}
 
-    /// A report about a host below `from` (which printed `line`); anything else is `from`'s
-    /// own output.
-    pub fn parse_from(tree: &Tree, from: &str, line: &str) -> Option<Report> {
-        let r: Report = serde_json::from_str(line.strip_prefix(REPORT_PREFIX)?).ok()?;
-        tree.is_below(r.host(), from).then_some(r)
-    }
-
-    /// The report of one event of this process's own fleet.
-    pub fn of_event(ev: RemoteEvent) -> Report {
-        match ev {
-            RemoteEvent::State { host, state } => Report::State {
-                host,
-                state: state.as_str().to_string(),
-            },
-            RemoteEvent::Output { host, line } => Report::Output { host, line },
-            RemoteEvent::GraphCopied { host, file } => Report::Copied {
-                host,
-                file: file.display().to_string(),
-            },
-            RemoteEvent::Warning { host, message } => Report::Warning { host, message },
-            RemoteEvent::Failed { host, step, error } => Report::Failed {
-                host,
-                step: step.as_str().to_string(),
-                error: error.to_string(),
-            },
-        }
-    }
-
-    pub fn summary(h: &HostReport) -> Report {
-        Report::Summary {
-            host: h.host.clone(),
-            status: host_status(h),
-            bytes_sent: h.bytes_sent,
-            cache: h.cache.as_str().to_string(),
-            seconds: h.duration.as_secs_f64(),
-        }
+/// A host's row of the summary (`changed` is counted by whoever saw its child's events).
+pub fn summary_event(h: &HostReport, changed: u64) -> Event {
+    Event::HostSummary {
+        host: h.host.clone(),
+        status: host_status(h),
+        changed,
+        bytes_sent: h.bytes_sent,
+        cache: h.cache,
+        seconds: h.duration.as_secs_f64(),
+        via: None,
     }
 }
 
@@ -808,15 +784,23 @@ async fn relay(
     cancel: CancellationToken,
 ) {
     let registry = resources::registry();
+    let mut changes: BTreeMap<String, u64> = BTreeMap::new();
     let (ev_tx, mut ev_rx) = mpsc::channel(1024);
     let fleet = tokio::spawn(remote::run_fleet_with(cfg, targets, cancel, ev_tx));
     loop {
         tokio::select! {
             ev = ev_rx.recv() => match ev {
-                Some(RemoteEvent::Output { host, line }) if Report::parse_from(&tree, &host, &line).is_some() => {
+                Some(RemoteEvent::Output { host, line }) if parse_report(&tree, &host, &line).is_some() => {
                     print_line(&line);
                 }
-                Some(ev) => print_line(&Report::of_event(ev).line()),
+                Some(RemoteEvent::Output { host, line }) => {
+                    // The child's own events count for its summary row here.
+                    if let Ok(Event::Applied { outcome: fleet::Outcome::Changed, .. }) = Event::parse(&line) {
+                        *changes.entry(host.clone()).or_default() += 1;
+                    }
+                    print_line(&report_line(&event_of(RemoteEvent::Output { host, line })));
+                }
+                Some(ev) => print_line(&report_line(&event_of(ev))),
                 None => break,
             },
             Some(()) = file_rx.recv() => {
@@ -837,7 +821,8 @@ async fn relay(
     match fleet.await {
         Ok(report) => {
             for h in &report.hosts {
-                print_line(&Report::summary(h).line());
+                let changed = changes.get(&h.host).copied().unwrap_or(0);
+                print_line(&report_line(&summary_event(h, changed)));
             }
         }
         Err(e) => error!("the remote fleet task failed: {e}"),
@@ -953,13 +938,16 @@ mod tests {
         let b = graph(d.path(), "b.yaml", "b", &[]);
         graph(d.path(), "l.yaml", "l", &[]);
         let t = Tree::load(&[a, b], &resolve_local, &resources::registry()).unwrap();
-        let r = Report::State {
+        let r = Event::HostState {
             host: "l".into(),
-            state: "running".into(),
+            state: remote::HostState::Running,
+            via: None,
         };
-        assert_eq!(Report::parse_from(&t, "a", &r.line()), Some(r.clone()));
-        assert_eq!(Report::parse_from(&t, "b", &r.line()), None);
-        assert_eq!(Report::parse_from(&t, "l", &r.line()), None);
-        assert_eq!(Report::parse_from(&t, "a", "mgmt-tree: {bad"), None);
+        assert_eq!(parse_report(&t, "a", &report_line(&r)), Some(r.clone()));
+        assert_eq!(parse_report(&t, "b", &report_line(&r)), None);
+        assert_eq!(parse_report(&t, "l", &report_line(&r)), None);
+        assert_eq!(parse_report(&t, "a", "mgmt-tree: {bad"), None);
+        let unknown = r#"mgmt-tree: {"event":"host_state","host":"l","state":"dancing"}"#;
+        assert_eq!(parse_report(&t, "a", unknown), None);
     }
 }

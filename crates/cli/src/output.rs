@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use fleet::Event;
 use tracing_subscriber::EnvFilter;
 
 /// Initialise the human log on stderr. `RUST_LOG` wins; the default is `info`.
@@ -43,23 +43,94 @@ impl Events {
         }
     }
 
-    /// Emit one event: `value` must serialise to a JSON object; `event` names it.
-    pub fn emit<T: Serialize>(&self, event: &str, value: &T) {
+    /// Emit one event (its schema: `schema/events.json`).
+    pub fn emit(&self, ev: &Event) {
         if !self.json {
             return;
         }
-        let mut v = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
-        let obj = match v.as_object_mut() {
-            Some(obj) => obj,
-            None => return,
-        };
-        if !obj.contains_key("event") {
-            obj.insert("event".into(), serde_json::Value::String(event.into()));
-        }
-        let mut line = serde_json::to_string(&v).unwrap_or_default();
+        let mut line = ev.to_line();
         line.push('\n');
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
         let _ = out.write_all(line.as_bytes());
         let _ = out.flush();
+    }
+
+    /// The first event of the stream: the schema version, who writes it.
+    pub fn start(&self, hostname: &str) {
+        self.emit(&Event::Start {
+            schema: fleet::SCHEMA_VERSION,
+            version: crate::VERSION.to_string(),
+            hostname: hostname.to_string(),
+        });
+    }
+}
+
+/// The engine's events in the stream's terms (ids as `kind[name]`).
+pub fn of_engine(ev: &engine::EngineEvent) -> Event {
+    use engine::EngineEvent as E;
+    let ids = |v: &[resource::ResId]| v.iter().map(ToString::to_string).collect();
+    match ev {
+        E::Applied {
+            id,
+            outcome,
+            refresh,
+            ms,
+        } => Event::Applied {
+            id: id.to_string(),
+            outcome: *outcome,
+            refresh: *refresh,
+            ms: *ms,
+        },
+        E::Failed {
+            id,
+            error,
+            attempt,
+            will_retry,
+        } => Event::Failed {
+            id: id.to_string(),
+            error: error.clone(),
+            attempt: *attempt,
+            will_retry: *will_retry,
+        },
+        E::WatchFailed { id, error } => Event::WatchFailed {
+            id: id.to_string(),
+            error: error.clone(),
+        },
+        E::Swapped {
+            added,
+            removed,
+            kept,
+        } => Event::Swapped {
+            added: ids(added),
+            removed: ids(removed),
+            kept: ids(kept),
+        },
+    }
+}
+
+/// yamlgraph's diagnostics as the stream carries them.
+pub fn diagnostics(d: &yamlgraph::Diagnostics) -> Vec<fleet::Diagnostic> {
+    d.0.iter().map(diagnostic).collect()
+}
+
+pub fn diagnostic(d: &yamlgraph::Diagnostic) -> fleet::Diagnostic {
+    let num = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    fleet::Diagnostic {
+        file: d.file.clone(),
+        line: num(d.line),
+        column: num(d.col),
+        message: d.message.clone(),
+        help: d.help.clone(),
+    }
+}
+
+/// A problem with a whole file or graph (no position).
+pub fn whole_file(file: &str, message: String) -> fleet::Diagnostic {
+    fleet::Diagnostic {
+        file: file.to_string(),
+        line: 0,
+        column: 0,
+        message,
+        help: None,
     }
 }

@@ -63,19 +63,25 @@ impl Progress {
         }
     }
 
+    /// The host's child reported itself busy (applying) or converged: its status line says so
+    /// (the child's own `applied` and `converged` events, not its log lines).
+    pub fn busy(&mut self, host: &str, busy: bool) {
+        if let Some((_, bars)) = &self.tty
+            && let Some(pb) = bars.get(host)
+        {
+            pb.set_message(if busy {
+                "running, applying"
+            } else {
+                "running, converged"
+            });
+        }
+    }
+
     /// One line of the child's output.
     pub fn line(&mut self, host: &str, line: &str) {
         let text = format!("{host:<w$} | {line}", w = self.width);
         match &self.tty {
-            Some((mp, bars)) => {
-                // The host's status line shows whether it is converged right now.
-                if let Some(pb) = bars.get(host) {
-                    if line.contains("converged") && !line.contains("unconverged") {
-                        pb.set_message("running, converged");
-                    } else if line.ends_with(": applied") {
-                        pb.set_message("running, applying");
-                    }
-                }
+            Some((mp, _)) => {
                 let _ = mp.println(text);
             }
             None => print_stderr(&format!("{text}\n")),

@@ -20,15 +20,16 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use fleet::event::ParseError;
+use fleet::{Event, ExitReason};
 use remote::{HostState, RemoteEvent};
-use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::Exit;
 use crate::args::RunArgs;
-use crate::hier::{self, Creds, Notice, Report, Settings, Tree};
+use crate::hier::{self, Creds, Notice, Settings, Tree};
 use crate::output::Events;
 use crate::progress::Progress;
 use crate::signals::Signals;
@@ -45,10 +46,12 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
                 } else {
                     eprintln!("error: {}", p.message);
                 }
-                events.emit(
-                    "graph_invalid",
-                    &json!({"file": p.file, "errors": p.message}),
-                );
+                let file = p.file.display().to_string();
+                events.emit(&Event::GraphInvalid {
+                    errors: vec![crate::output::whole_file(&file, p.message.clone())],
+                    file: Some(file),
+                    host: None,
+                });
             }
             return Ok(Exit::BadInput);
         }
@@ -56,6 +59,7 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
 
     let cancel = CancellationToken::new();
     let me: String = crate::hostname(&args).unwrap_or_else(|_| "initiator".into());
+    events.start(&me);
     let link = storelink::connect_initiator(&args, &events, cancel.child_token()).await?;
     let store_addr = link.tunnel_target()?;
 
@@ -158,22 +162,26 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
 
     let reason = loop {
         tokio::select! {
-            _ = &mut converged_done => break "converged",
-            _ = &mut max_runtime => break "maxruntime",
+            _ = &mut converged_done => break ExitReason::Converged,
+            _ = &mut max_runtime => break ExitReason::MaxRuntime,
             sig = signals.stop() => {
                 signalled = Some(sig);
-                break "interrupted";
+                break ExitReason::Interrupted;
             }
             ev = ev_rx.recv() => match ev {
                 Some(ev) => relay.on_event(ev),
-                None => { fleet_over = true; break "hosts_done" }
+                None => { fleet_over = true; break ExitReason::HostsDone }
             },
             Some(()) = file_rx.recv() => {
                 for n in router.changed(&registry).await {
                     match n {
                         Notice::Invalid { host, file, diags } => {
                             error!("{host}: new version of {} is invalid, not copied:\n{diags}", file.display());
-                            events.emit("graph_invalid", &json!({"file": file, "host": host, "errors": diags}));
+                            events.emit(&Event::GraphInvalid {
+                                errors: vec![crate::output::whole_file(&file.display().to_string(), diags.clone())],
+                                file: Some(file.display().to_string()),
+                                host: Some(host.clone()),
+                            });
                         }
                         Notice::Shape { host, file } => warn!(
                             "{host}: the `remotes:` list of {} changed; the new tree takes effect on the next run",
@@ -185,25 +193,24 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
         }
     };
     match reason {
-        "converged" => info!(
+        ExitReason::Converged => info!(
             "the cluster has converged for {}s, ending the run",
             args.converged_timeout
         ),
-        "interrupted" => info!(
+        ExitReason::Interrupted => info!(
             "interrupted by {}: stopping every host (^C again to force)",
             signalled.unwrap_or("a signal")
         ),
-        "maxruntime" => info!(
+        ExitReason::MaxRuntime => info!(
             "max runtime of {}s reached, stopping every host",
             args.max_runtime
         ),
         _ => {}
     }
-    let mut exit = json!({"reason": reason});
-    if let Some(sig) = signalled {
-        exit["signal"] = json!(sig);
-    }
-    events.emit("exit", &exit);
+    events.emit(&Event::Exit {
+        reason,
+        signal: signalled.map(str::to_string),
+    });
     drop(watch);
     fleet_cancel.cancel();
 
@@ -248,7 +255,7 @@ struct Relay<'t> {
     failed: BTreeSet<String>,
     alive: watch::Sender<BTreeSet<String>>,
     /// Summaries of the hosts run by intermediates, as they reported them.
-    sub_summaries: BTreeMap<String, Report>,
+    sub_summaries: BTreeMap<String, Event>,
 }
 
 impl Relay<'_> {
@@ -262,118 +269,93 @@ impl Relay<'_> {
         });
     }
 
+    /// One event of our own fleet.
     fn on_event(&mut self, ev: RemoteEvent) {
-        let events = &self.events;
-        match ev {
-            RemoteEvent::State { host, state } => {
-                events.emit(
-                    "host_state",
-                    &json!({"host": host, "state": state.as_str()}),
-                );
-                self.progress.state(&host, state);
+        if let RemoteEvent::Output { host, line } = &ev
+            && let Some(report) = hier::parse_report(self.tree, host, line)
+        {
+            // An intermediate's report about a host it runs.
+            let via = self.tree.parent_host(report.host().unwrap_or_default());
+            return self.on_host_event(report, via);
+        }
+        self.on_host_event(hier::event_of(ev), None);
+    }
+
+    /// A host's event, of our own fleet (`via` None) or reported by the intermediate `via`:
+    /// JSON events, the live view, the counts for the summary, who is still alive.
+    fn on_host_event(&mut self, mut ev: Event, via: Option<String>) {
+        if let Some(v) = &via {
+            ev.set_via(v);
+        }
+        match &ev {
+            Event::HostState { host, state, .. } => {
+                self.progress.state(host, *state);
                 if matches!(state, HostState::Done | HostState::Failed) {
-                    self.gone(&host);
+                    self.gone(host);
                 }
             }
-            RemoteEvent::Output { host, line } => {
-                if let Some(report) = Report::parse_from(self.tree, &host, &line) {
-                    return self.on_report(report);
+            Event::HostOutput { host, line, .. } => {
+                // The child speaks `--json` on stdout: its events are read, not shown; its
+                // human log (stderr) is shown.
+                match Event::parse(line) {
+                    Ok(child) => {
+                        let host = host.clone();
+                        self.on_child_event(&host, &child);
+                        return;
+                    }
+                    Err(ParseError::TooLong(n)) => {
+                        warn!(host, "dropping a {n}-byte line of the child's output");
+                        return;
+                    }
+                    Err(ParseError::Invalid(e)) => {
+                        warn!(
+                            host,
+                            "the child sent an event this version does not know: {e}"
+                        );
+                        return;
+                    }
+                    Err(ParseError::NotAnEvent) => self.progress.line(host, line),
                 }
-                // The child's human log: count what it changed for the summary.
-                if line.ends_with(": applied") {
-                    *self.changes.entry(host.clone()).or_default() += 1;
-                }
-                events.emit("host_output", &json!({"host": host, "line": line}));
-                self.progress.line(&host, &line);
             }
-            RemoteEvent::GraphCopied { host, file } => {
-                events.emit("graph_copied", &json!({"host": host, "file": file}));
+            Event::GraphCopied { host, file, .. } => {
                 self.progress.message(
-                    &host,
+                    host,
                     &format!("copied new graph definition: {}", file.display()),
                 );
             }
-            RemoteEvent::Warning { host, message } => {
-                events.emit("host_warning", &json!({"host": host, "message": message}));
-                self.progress.message(&host, &format!("warning: {message}"));
+            Event::HostWarning { host, message, .. } => {
+                self.progress.message(host, &format!("warning: {message}"));
             }
-            RemoteEvent::Failed { host, step, error } => {
-                let step = step.as_str();
-                events.emit(
-                    "host_failed",
-                    &json!({"host": host, "step": step, "error": error.to_string()}),
-                );
-                self.progress.failed(&host, &format!("{step}: {error}"));
+            Event::HostFailed {
+                host, step, error, ..
+            } => {
+                self.progress
+                    .failed(host, &format!("{}: {error}", step.as_str()));
                 self.failed.insert(host.clone());
-                self.gone(&host);
+                self.gone(host);
             }
+            Event::HostSummary { host, .. } => {
+                // Shown in our own summary, with our own count of its changes.
+                self.sub_summaries.insert(host.clone(), ev);
+                return;
+            }
+            _ => return,
         }
+        self.events.emit(&ev);
     }
 
-    /// A report of an intermediate about a host it runs: the same events as for a host of our
-    /// own, with `via` naming the host that runs it.
-    fn on_report(&mut self, report: Report) {
-        let via = self.tree.parent_host(report.host());
-        let events = &self.events;
-        match report {
-            Report::State { host, state } => {
-                // A word we do not know is a broken report, not a failed host: the host and its
-                // subtree still count for the convergence.
-                let st = match state.parse::<HostState>() {
-                    Ok(st) => st,
-                    Err(e) => {
-                        let via = via.as_deref().unwrap_or("?");
-                        warn!("{host}: ignored a report from {via}: {e}");
-                        return;
-                    }
-                };
-                events.emit(
-                    "host_state",
-                    &json!({"host": host, "state": st.as_str(), "via": via}),
-                );
-                self.progress.state(&host, st);
-                if matches!(st, HostState::Done | HostState::Failed) {
-                    self.gone(&host);
-                }
+    /// What a host's child reported about itself.
+    fn on_child_event(&mut self, host: &str, ev: &Event) {
+        match ev {
+            Event::Applied {
+                outcome: fleet::Outcome::Changed,
+                ..
+            } => {
+                *self.changes.entry(host.to_string()).or_default() += 1;
+                self.progress.busy(host, true);
             }
-            Report::Output { host, line } => {
-                if line.ends_with(": applied") {
-                    *self.changes.entry(host.clone()).or_default() += 1;
-                }
-                events.emit(
-                    "host_output",
-                    &json!({"host": host, "line": line, "via": via}),
-                );
-                self.progress.line(&host, &line);
-            }
-            Report::Copied { host, file } => {
-                events.emit(
-                    "graph_copied",
-                    &json!({"host": host, "file": file, "via": via}),
-                );
-                self.progress
-                    .message(&host, &format!("copied new graph definition: {file}"));
-            }
-            Report::Warning { host, message } => {
-                events.emit(
-                    "host_warning",
-                    &json!({"host": host, "message": message, "via": via}),
-                );
-                self.progress.message(&host, &format!("warning: {message}"));
-            }
-            Report::Failed { host, step, error } => {
-                events.emit(
-                    "host_failed",
-                    &json!({"host": host, "step": step, "error": error, "via": via}),
-                );
-                self.progress.failed(&host, &format!("{step}: {error}"));
-                self.failed.insert(host.clone());
-                self.gone(&host);
-            }
-            summary @ Report::Summary { .. } => {
-                self.sub_summaries
-                    .insert(summary.host().to_string(), summary);
-            }
+            Event::Converged { converged } => self.progress.busy(host, !converged),
+            _ => {}
         }
     }
 
@@ -387,7 +369,7 @@ impl Relay<'_> {
         let mut row = |host: &str,
                        status: &str,
                        bytes: u64,
-                       cache: &str,
+                       cache: remote::CacheUse,
                        secs: f64,
                        via: Option<&str>| {
             let changed = self.changes.get(host).copied().unwrap_or(0);
@@ -397,15 +379,19 @@ impl Relay<'_> {
                 status,
                 changed,
                 bytes,
-                cache,
+                cache.as_str(),
                 secs,
                 via.unwrap_or("-"),
             ));
-            let mut ev = json!({"host": host, "status": status, "changed": changed, "bytes_sent": bytes, "cache": cache, "seconds": secs});
-            if let Some(v) = via {
-                ev["via"] = json!(v);
-            }
-            self.events.emit("host_summary", &ev);
+            self.events.emit(&Event::HostSummary {
+                host: host.to_string(),
+                status: status.to_string(),
+                changed,
+                bytes_sent: bytes,
+                cache,
+                seconds: secs,
+                via: via.map(str::to_string),
+            });
         };
         // A child that exited non-zero (a resource failed on it) fails the run like a host
         // that could not be reached: the exit code must say so.
@@ -417,7 +403,7 @@ impl Relay<'_> {
                 &h.host,
                 &status,
                 h.bytes_sent,
-                h.cache.as_str(),
+                h.cache,
                 h.duration.as_secs_f64(),
                 None,
             );
@@ -427,20 +413,27 @@ impl Relay<'_> {
                 continue;
             };
             match self.sub_summaries.get(&n.hostname) {
-                Some(Report::Summary {
+                Some(Event::HostSummary {
                     host,
                     status,
                     bytes_sent,
                     cache,
                     seconds,
+                    ..
                 }) => {
                     ok &= status == "ok" || status == "cancelled";
-
-                    row(host, status, *bytes_sent, cache, *seconds, Some(&via));
+                    row(host, status, *bytes_sent, *cache, *seconds, Some(&via));
                 }
                 _ => {
                     ok = false;
-                    row(&n.hostname, "unreported", 0, "-", 0.0, Some(&via));
+                    row(
+                        &n.hostname,
+                        "unreported",
+                        0,
+                        remote::CacheUse::Unknown,
+                        0.0,
+                        Some(&via),
+                    );
                 }
             }
         }
@@ -486,18 +479,22 @@ mod tests {
             alive,
             sub_summaries: BTreeMap::new(),
         };
-        let state = |host: &str, state: &str| Report::State {
-            host: host.into(),
-            state: state.into(),
+        // What intermediate `a` prints about `l`, as its fleet relays it to us.
+        let report = |state: &str| RemoteEvent::Output {
+            host: "a".into(),
+            line: format!(
+                r#"{}{{"event":"host_state","host":"l","state":"{state}"}}"#,
+                hier::REPORT_PREFIX
+            ),
         };
-        relay.on_report(state("l", "converged"));
-        relay.on_report(state("l", "Failed"));
+        relay.on_event(report("converged"));
+        relay.on_event(report("Failed"));
         assert!(relay.failed.is_empty());
         assert_eq!(alive_rx.borrow().len(), 3, "{:?}", alive_rx.borrow());
         // The words the intermediate writes are the ones read here.
-        relay.on_report(state("l", remote::HostState::Running.as_str()));
+        relay.on_event(report(remote::HostState::Running.as_str()));
         assert_eq!(alive_rx.borrow().len(), 3);
-        relay.on_report(state("l", remote::HostState::Failed.as_str()));
+        relay.on_event(report(remote::HostState::Failed.as_str()));
         assert_eq!(*alive_rx.borrow(), BTreeSet::from(["a".to_string()]));
     }
 }

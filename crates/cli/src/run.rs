@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use engine::{Converger, Engine, EngineConfig, EngineEvent};
+use fleet::{Event, ExitReason};
 use resource::{Registry, ResId};
-use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -21,7 +21,7 @@ use crate::Exit;
 use crate::args::RunArgs;
 use crate::collect;
 use crate::graphfile::{self, FileWatch};
-use crate::output::Events;
+use crate::output::{self, Events};
 use crate::signals::Signals;
 use crate::storelink;
 
@@ -37,12 +37,12 @@ enum Stop {
 
 impl Stop {
     /// The `exit` event's `reason`.
-    fn reason(self) -> &'static str {
+    fn reason(self) -> ExitReason {
         match self {
-            Stop::Converged => "converged",
-            Stop::Interrupted(_) => "interrupted",
-            Stop::MaxRuntime => "maxruntime",
-            Stop::Lifeline => "lifeline",
+            Stop::Converged => ExitReason::Converged,
+            Stop::Interrupted(_) => ExitReason::Interrupted,
+            Stop::MaxRuntime => ExitReason::MaxRuntime,
+            Stop::Lifeline => ExitReason::Lifeline,
         }
     }
 }
@@ -59,9 +59,12 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
             // A graph file that is missing or unreadable is bad input, like one that does not
             // parse: one line, exit 2.
             eprintln!("error: {e:#}");
-            let diag =
-                yamlgraph::Diagnostic::whole_file(path.display().to_string(), format!("{e:#}"));
-            events.emit("graph_invalid", &json!({"file": path, "errors": [diag]}));
+            let file = path.display().to_string();
+            events.emit(&Event::GraphInvalid {
+                errors: vec![output::whole_file(&file, format!("{e:#}"))],
+                file: Some(file),
+                host: None,
+            });
             return Ok(Exit::BadInput);
         }
     };
@@ -69,11 +72,16 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
         Ok(spec) => spec,
         Err(diags) => {
             eprintln!("{diags}");
-            events.emit("graph_invalid", &json!({"file": path, "errors": diags}));
+            events.emit(&Event::GraphInvalid {
+                file: Some(path.display().to_string()),
+                host: None,
+                errors: output::diagnostics(&diags),
+            });
             return Ok(Exit::BadInput);
         }
     };
     let hostname: Arc<str> = crate::hostname(&args)?.into();
+    events.start(&hostname);
     info!(host = %hostname, graph = %spec.graph, "this is mgmt-rs {}", crate::VERSION);
 
     let cancel = CancellationToken::new();
@@ -173,8 +181,19 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
     // SIGINT, SIGTERM (how a remote initiator stops us by pid, as a fallback) and SIGHUP all
     // stop the run cleanly (see signals.rs).
     let mut signals = Signals::new()?;
+    // `converged` events: this process turning idle or busy (a remote child's initiator shows
+    // it; nobody has to scrape log lines for it).
+    let mut conv_rx = converger.subscribe();
+    let mut converged_now: Option<bool> = None;
     let stop = loop {
         tokio::select! {
+            Ok(()) = conv_rx.changed() => {
+                let c = conv_rx.borrow_and_update().converged;
+                if converged_now != Some(c) {
+                    converged_now = Some(c);
+                    events.emit(&Event::Converged { converged: c });
+                }
+            }
             _ = &mut converged_wait => break Stop::Converged,
             _ = &mut max_runtime => break Stop::MaxRuntime,
             sig = signals.stop() => break Stop::Interrupted(sig),
@@ -216,11 +235,13 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
         Stop::MaxRuntime => info!("max runtime of {}s reached, exiting", args.max_runtime),
         Stop::Lifeline => info!("lifeline to the initiator closed, exiting"),
     }
-    let mut exit = json!({"reason": stop.reason()});
-    if let Stop::Interrupted(sig) = stop {
-        exit["signal"] = json!(sig);
-    }
-    events.emit("exit", &exit);
+    events.emit(&Event::Exit {
+        reason: stop.reason(),
+        signal: match stop {
+            Stop::Interrupted(sig) => Some(sig.to_string()),
+            _ => None,
+        },
+    });
 
     // A second ^C while shutting down forces the exit.
     let shutdown = async {
@@ -264,7 +285,7 @@ struct State {
 
 impl State {
     fn on_engine_event(&mut self, ev: EngineEvent, events: &Events) {
-        events.emit("engine", &ev);
+        events.emit(&output::of_engine(&ev));
         match &ev {
             EngineEvent::Applied { id, outcome, .. } => {
                 self.failed.remove(id);
@@ -315,7 +336,11 @@ fn reload(path: &Path, state: &mut State, registry: &Registry, events: &Events) 
                 "new version of {} is invalid; keeping the running graph:\n{diags}",
                 path.display()
             );
-            events.emit("graph_invalid", &json!({"file": path, "errors": diags}));
+            events.emit(&Event::GraphInvalid {
+                file: Some(path.display().to_string()),
+                host: None,
+                errors: output::diagnostics(&diags),
+            });
             return false;
         }
     };
@@ -355,7 +380,11 @@ async fn swap(
 
         Err(e) => {
             error!("graph rejected, keeping the running graph: {e}");
-            events.emit("graph_invalid", &json!({"errors": e.to_string()}));
+            events.emit(&Event::GraphInvalid {
+                file: None,
+                host: None,
+                errors: vec![output::whole_file(&state.spec.graph, e.to_string())],
+            });
         }
     }
 }

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use engine::Converger;
-use serde_json::json;
 use store::ExportedResource;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -49,7 +48,7 @@ pub async fn connect(
         let handle = start_server(args, cancel).await?;
         let url = handle.client_url();
         info!("embedded store listening on {url}");
-        events.emit("store_listening", &json!({"url": url}));
+        events.emit(&fleet::Event::StoreListening { url: url.clone() });
         if endpoints.is_empty() {
             endpoints.push(url);
         }
@@ -117,7 +116,7 @@ pub async fn connect_initiator(
         .enable_auth(&root_secret)
         .context("cannot enable store auth")?;
     info!("embedded store listening on {url} (auth on)");
-    events.emit("store_listening", &json!({"url": url}));
+    events.emit(&fleet::Event::StoreListening { url: url.clone() });
     let store = store::Store::connect(
         std::slice::from_ref(&url),
         Some(("root".to_string(), root_secret)),

@@ -145,6 +145,7 @@ fn exit_2_when_the_graph_does_not_parse() {
             "line": 5,
             "column": 5,
             "message": "unknown field `bogus` for resource kind `file`",
+            "help": "valid fields: `path`, `dirname`, `basename`, `content`, `source`, `fragments`, `state`, `mode`, `owner`, `group`, `recurse`, `force`, `name`, `meta`",
         }]),
         "{invalid}"
     );

@@ -110,6 +110,8 @@ fn two_intermediates_three_leaves_each() {
     let mut r = bed.start(&[&a, &b], &["--converged-timeout", "1"]);
     assert_eq!(finish(&mut r), Some(0));
     assert_eq!(exit_reason(&r.seen), "converged");
+    // Events about hosts run by intermediates (`via`) fit the schema as well.
+    support::assert_schema(&r.seen);
     let all: Vec<&Host> = [i1, i2].into_iter().chain(leaves.iter().copied()).collect();
     for h in &all {
         let name = if h.reachable_from_root {
@@ -156,6 +158,8 @@ fn two_intermediates_three_leaves_each() {
             let s = summary(&r.seen, leaf);
             assert_eq!(s["via"], bed.name(h), "{s}");
             assert_eq!(s["status"], "ok", "{s}");
+            // Counted from the leaf's own `applied` events, relayed by its intermediate.
+            assert!(s["changed"].as_u64().unwrap() > 0, "{s}");
             assert_eq!(s["cache"], "copied", "{s}");
             assert!(s["bytes_sent"].as_u64().unwrap() >= bin, "{s}");
         }

@@ -162,6 +162,12 @@ fn live_edit_swaps_the_difference_and_a_broken_edit_keeps_the_running_graph() {
 
     let (st, err) = r.interrupt();
     assert!(st.success(), "{err}");
+    // Every event of the run (start, applied, swapped, converged, graph_invalid, exit) fits
+    // the published schema.
+    support::assert_schema(&r.seen);
+    for kind in ["applied", "swapped", "converged", "graph_invalid", "exit"] {
+        assert!(r.seen.iter().any(|v| v["event"] == kind), "no {kind} event");
+    }
 }
 
 #[test]

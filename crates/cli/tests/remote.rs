@@ -22,6 +22,7 @@ fn seed_scenario_converges_on_two_hosts_and_leaves_only_the_cache() {
     let (st, err) = r.wait();
     assert_eq!(st.code(), Some(0), "{err}");
     assert_eq!(exit_reason(&r.seen), "converged");
+    support::assert_schema(&r.seen);
 
     assert_eq!(bed.read(h1, "/tmp/file1a"), "i am file1a\n");
     assert_eq!(bed.read(h2, "/tmp/file1b"), "i am file1b\n");
@@ -38,6 +39,8 @@ fn seed_scenario_converges_on_two_hosts_and_leaves_only_the_cache() {
         let s = summary(&r.seen, &bed.name(h));
         assert_eq!(s["status"], "ok", "{s}");
         assert_eq!(s["cache"], "copied", "{s}");
+        // Counted from the child's own `applied` events: its file1, file2a and file2b.
+        assert_eq!(s["changed"], 3, "{s}");
     }
 }
 

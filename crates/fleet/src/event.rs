@@ -23,6 +23,23 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// What a check_apply found and did (the engine's own type: one spelling).
 pub use resource::Outcome;
 
+/// Why a run ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitReason {
+    /// Everything (with `--remote`: every live host) was converged for the timeout.
+    Converged,
+    /// SIGINT, SIGTERM or SIGHUP (named in `signal`).
+    Interrupted,
+    /// `--max-runtime` passed.
+    #[serde(rename = "maxruntime")]
+    MaxRuntime,
+    /// A remote child's initiator went away (its stdin closed).
+    Lifeline,
+    /// With `--remote`: every host has ended or failed.
+    HostsDone,
+}
+
 /// One problem of a graph file, where it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Diagnostic {
@@ -32,6 +49,9 @@ pub struct Diagnostic {
     /// 1-based, in characters; 0 with `line` 0.
     pub column: u32,
     pub message: String,
+    /// A suggestion ("did you mean `content`?"), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub help: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,9 +102,9 @@ pub enum Event {
     },
     /// The embedded store is listening.
     StoreListening { url: String },
-    /// The run ends: `reason` is `converged`, `max_runtime`, `signal`, `failed` or `done`.
+    /// The run ends.
     Exit {
-        reason: String,
+        reason: ExitReason,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         signal: Option<String>,
     },
@@ -278,13 +298,14 @@ mod tests {
                     line: 3,
                     column: 5,
                     message: "unknown field `contnt`".into(),
+                    help: Some("did you mean `content`?".into()),
                 }],
             },
             Event::StoreListening {
                 url: "http://127.0.0.1:2379".into(),
             },
             Event::Exit {
-                reason: "signal".into(),
+                reason: ExitReason::Interrupted,
                 signal: Some("SIGHUP".into()),
             },
             Event::HostState {

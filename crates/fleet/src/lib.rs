@@ -5,4 +5,6 @@
 //! Sans-IO: nothing here opens a socket, spawns a process, reads a clock or a file.
 
 pub mod converge;
-// pub mod event; (waits for remote's HostState/Step/CacheUse words)
+pub mod event;
+
+pub use event::{Diagnostic, Event, ExitReason, Outcome, SCHEMA_VERSION};

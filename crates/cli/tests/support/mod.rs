@@ -219,3 +219,30 @@ pub fn write(path: &Path, text: &str) {
 pub fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
 }
+
+/// Every event of a `--json` stream is valid under `schema/events.json`, and the first one is
+/// `start` with the schema version.
+pub fn assert_schema(seen: &[serde_json::Value]) {
+    static SCHEMA: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    let v = SCHEMA.get_or_init(|| {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schema/events.json"),
+        )
+        .expect("schema/events.json");
+        let schema: serde_json::Value = serde_json::from_str(&text).expect("the schema is JSON");
+        jsonschema::validator_for(&schema).expect("a valid JSON Schema")
+    });
+    assert_eq!(
+        seen.first().map(|e| &e["event"]),
+        Some(&"start".into()),
+        "{seen:#?}"
+    );
+    assert_eq!(seen[0]["schema"], 1);
+    for ev in seen {
+        let errors: Vec<String> = v.iter_errors(ev).map(|e| e.to_string()).collect();
+        assert!(
+            errors.is_empty(),
+            "{ev} does not fit the schema: {errors:?}"
+        );
+    }
+}

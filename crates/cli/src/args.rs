@@ -64,12 +64,12 @@ pub struct RunArgs {
     pub no_watch: bool,
 
     /// Exit after everything has been converged for N seconds (-1: never, 0: as soon as converged).
-    #[arg(long, default_value_t = -1, allow_negative_numbers = true, value_name = "N")]
-    pub converged_timeout: i64,
+    #[arg(long, default_value = "-1", allow_negative_numbers = true, value_name = "N", value_parser = Timeout::parse_converged)]
+    pub converged_timeout: Timeout,
 
     /// Exit after N seconds whatever the state (0: no limit).
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub max_runtime: u64,
+    #[arg(long, default_value = "0", value_name = "N", value_parser = Timeout::parse_max_runtime)]
+    pub max_runtime: Timeout,
 
     /// Write the resolved graph in DOT format to FILE on every graph swap.
     #[arg(long, value_name = "FILE")]
@@ -143,4 +143,62 @@ pub struct RunArgs {
     /// Internal: file holding the store's `user=` and `password=` lines (remote children).
     #[arg(long, value_name = "FILE", hide = true)]
     pub store_credentials: Option<PathBuf>,
+}
+
+/// A whole number of seconds where mgmt spells "never" as a number (`-1` for
+/// `--converged-timeout`, `0` for `--max-runtime`), parsed once: `None` is never.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeout(pub Option<std::time::Duration>);
+
+impl Timeout {
+    /// `-1` never; `0` and up: that many seconds.
+    fn parse_converged(s: &str) -> Result<Timeout, String> {
+        match s.trim().parse::<i64>() {
+            Ok(-1) => Ok(Timeout(None)),
+            Ok(n) if n >= 0 => Ok(Timeout(Some(std::time::Duration::from_secs(n as u64)))),
+            _ => Err(format!("{s:?}: expected -1 (never) or a number of seconds")),
+        }
+    }
+
+    /// `0` never; more: that many seconds.
+    fn parse_max_runtime(s: &str) -> Result<Timeout, String> {
+        match s.trim().parse::<u64>() {
+            Ok(0) => Ok(Timeout(None)),
+            Ok(n) => Ok(Timeout(Some(std::time::Duration::from_secs(n)))),
+            Err(_) => Err(format!(
+                "{s:?}: expected 0 (no limit) or a number of seconds"
+            )),
+        }
+    }
+
+    /// The seconds, for messages and the child's command line.
+    pub fn secs(self) -> Option<u64> {
+        self.0.map(|d| d.as_secs())
+    }
+}
+
+#[cfg(test)]
+mod timeout_tests {
+    use std::time::Duration;
+
+    use super::Timeout;
+
+    #[test]
+    fn never_is_spelled_as_mgmt_spells_it_and_nothing_else_slips_through() {
+        assert_eq!(Timeout::parse_converged("-1"), Ok(Timeout(None)));
+        assert_eq!(
+            Timeout::parse_converged("0"),
+            Ok(Timeout(Some(Duration::ZERO)))
+        );
+        assert_eq!(
+            Timeout::parse_converged("5"),
+            Ok(Timeout(Some(Duration::from_secs(5))))
+        );
+        for bad in ["-2", "1.5", "x", ""] {
+            assert!(Timeout::parse_converged(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(Timeout::parse_max_runtime("0"), Ok(Timeout(None)));
+        assert_eq!(Timeout::parse_max_runtime("7").unwrap().secs(), Some(7));
+        assert!(Timeout::parse_max_runtime("-1").is_err());
+    }
 }

@@ -54,9 +54,9 @@ pub fn child_args(args: &RunArgs) -> Result<Vec<ChildArg>> {
     if args.no_watch {
         v.push(flag("no_watch")?);
     }
-    if args.converged_timeout >= 0 {
+    if let Some(secs) = args.converged_timeout.secs() {
         v.push(flag("converged_timeout")?);
-        v.push(ChildArg::lit(args.converged_timeout.to_string()));
+        v.push(ChildArg::lit(secs.to_string()));
     }
     Ok(v)
 }
@@ -153,16 +153,16 @@ mod tests {
         let child = child_of(&args);
         assert_wiring(&child, 1);
         assert!(child.noop && child.no_watch);
-        assert_eq!(child.converged_timeout, 5);
+        assert_eq!(child.converged_timeout.secs(), Some(5));
 
         // An intermediate's children are one level deeper still; the defaults stay defaults.
         let args = run_args(&["--yaml", "g.yaml", "--depth", "2"]);
         let child = child_of(&args);
         assert_wiring(&child, 3);
         assert!(!child.noop && !child.no_watch);
-        assert_eq!(child.converged_timeout, -1);
+        assert_eq!(child.converged_timeout.secs(), None);
 
         let args = run_args(&["--remote", "a.yaml", "--converged-timeout=0"]);
-        assert_eq!(child_of(&args).converged_timeout, 0);
+        assert_eq!(child_of(&args).converged_timeout.secs(), Some(0));
     }
 }

@@ -121,7 +121,7 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
     // Each child publishes `true` only after the converged timeout of quiet on its own (it
     // gets `--converged-timeout=T`), so every alive host's flag being true at once already
     // means the whole cluster has been converged for T: no second wait here.
-    let converged = (args.converged_timeout >= 0).then(|| {
+    let converged = args.converged_timeout.0.is_some().then(|| {
         tokio::spawn(crate::cluster::converged_for(
             link.store.clone(),
             alive_rx,
@@ -152,9 +152,9 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
     let mut signals = Signals::new()?;
     let mut signalled = None;
     let max_runtime = async {
-        match args.max_runtime {
-            0 => std::future::pending().await,
-            secs => tokio::time::sleep(Duration::from_secs(secs)).await,
+        match args.max_runtime.0 {
+            None => std::future::pending().await,
+            Some(d) => tokio::time::sleep(d).await,
         }
     };
     tokio::pin!(max_runtime);
@@ -195,7 +195,7 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
     match reason {
         ExitReason::Converged => info!(
             "the cluster has converged for {}s, ending the run",
-            args.converged_timeout
+            args.converged_timeout.secs().unwrap_or_default()
         ),
         ExitReason::Interrupted => info!(
             "interrupted by {}: stopping every host (^C again to force)",
@@ -203,7 +203,7 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
         ),
         ExitReason::MaxRuntime => info!(
             "max runtime of {}s reached, stopping every host",
-            args.max_runtime
+            args.max_runtime.secs().unwrap_or_default()
         ),
         _ => {}
     }

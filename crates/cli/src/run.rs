@@ -112,14 +112,14 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
     };
     // A remote child's flag is what its initiator decides the cluster's convergence on: it
     // says `true` only after the run's converged timeout of quiet (see the publisher).
-    let hold = match (args.depth, u64::try_from(args.converged_timeout)) {
-        (1.., Ok(secs)) => Duration::from_secs(secs),
+    let hold = match (args.depth, args.converged_timeout.0) {
+        (1.., Some(d)) => d,
         _ => Duration::ZERO,
     };
     // A remote child whose initiator does not end on convergence (it passed no
     // `--converged-timeout`) has nobody reading its flag, which would cost two writes through
     // the tunnel per change on every host: there is none then.
-    let flag_read = args.depth == 0 || args.converged_timeout >= 0;
+    let flag_read = args.depth == 0 || args.converged_timeout.0.is_some();
     let publisher = store
         .as_ref()
         .filter(|_| flag_read)
@@ -159,21 +159,21 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
     // A remote child does not end on its own convergence: only its initiator sees the whole
     // cluster (another host's export may still change this one); it ends us via the lifeline.
     let own_timeout = if args.depth > 0 {
-        -1
+        None
     } else {
-        args.converged_timeout
+        args.converged_timeout.0
     };
     let converged_wait = async {
-        match u64::try_from(own_timeout) {
-            Ok(secs) => converger.converged_for(Duration::from_secs(secs)).await,
-            Err(_) => std::future::pending().await,
+        match own_timeout {
+            Some(d) => converger.converged_for(d).await,
+            None => std::future::pending().await,
         }
     };
     tokio::pin!(converged_wait);
     let max_runtime = async {
-        match args.max_runtime {
-            0 => std::future::pending().await,
-            secs => tokio::time::sleep(Duration::from_secs(secs)).await,
+        match args.max_runtime.0 {
+            None => std::future::pending().await,
+            Some(d) => tokio::time::sleep(d).await,
         }
     };
     tokio::pin!(max_runtime);
@@ -230,9 +230,15 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
         }
     };
     match stop {
-        Stop::Converged => info!("converged for {}s, exiting", args.converged_timeout),
+        Stop::Converged => info!(
+            "converged for {}s, exiting",
+            args.converged_timeout.secs().unwrap_or_default()
+        ),
         Stop::Interrupted(sig) => info!("interrupted by {sig}, shutting down (^C again to force)"),
-        Stop::MaxRuntime => info!("max runtime of {}s reached, exiting", args.max_runtime),
+        Stop::MaxRuntime => info!(
+            "max runtime of {}s reached, exiting",
+            args.max_runtime.secs().unwrap_or_default()
+        ),
         Stop::Lifeline => info!("lifeline to the initiator closed, exiting"),
     }
     events.emit(&Event::Exit {

@@ -361,6 +361,8 @@ struct Watched {
     last: String,
     remotes: Vec<String>,
     route: Route,
+    /// The `remote:` host it runs on (for the files of hosts this process runs itself).
+    runs_on: Option<String>,
 }
 
 /// Copies live edits of any file of the tree down the branch it belongs to.
@@ -379,9 +381,33 @@ pub enum Notice {
     },
     /// Copied; its `remotes:` list changed, which takes effect on the next run only.
     Shape { host: String, file: PathBuf },
+    /// Its `remote:` names another host: not copied to `host`; the caller starts it on `to`
+    /// and stops `host`, then tells the router with [`Router::moved`].
+    Moved {
+        host: String,
+        file: PathBuf,
+        text: String,
+        to: remote::RemoteUrl,
+    },
+    /// Its `remote:` names another host, which is not supported for this file (a host run by
+    /// an intermediate, or one with `remotes:` of its own): not copied; the next run moves it.
+    Unmovable {
+        host: String,
+        file: PathBuf,
+        why: &'static str,
+    },
 }
 
 impl Router {
+    /// `file` now runs on `host`; its next versions go to `graph`.
+    pub fn moved(&mut self, file: &Path, host: &str, graph: mpsc::Sender<Vec<u8>>) {
+        for w in self.files.iter_mut().filter(|w| w.file == file) {
+            w.host = host.to_string();
+            w.runs_on = Some(host.to_string());
+            w.route = Route::Graph(graph.clone());
+        }
+    }
+
     pub fn files(&self) -> Vec<PathBuf> {
         self.files.iter().map(|w| w.file.clone()).collect()
     }
@@ -408,6 +434,32 @@ impl Router {
                     continue;
                 }
             };
+            let new_host = spec
+                .remote
+                .as_deref()
+                .and_then(|r| RemoteUrl::parse(r).ok());
+            if let Some(to) = new_host.filter(|u| u.host() != w.host) {
+                w.last = text.clone();
+                let why = match (&w.runs_on, w.remotes.is_empty() && spec.remotes.is_empty()) {
+                    (None, _) => Some("it runs on a host run by an intermediate"),
+                    (_, false) => Some("it has `remotes:` of its own"),
+                    _ => None,
+                };
+                notices.push(match why {
+                    None => Notice::Moved {
+                        host: w.host.clone(),
+                        file: w.file.clone(),
+                        text,
+                        to,
+                    },
+                    Some(why) => Notice::Unmovable {
+                        host: w.host.clone(),
+                        file: w.file.clone(),
+                        why,
+                    },
+                });
+                continue;
+            }
             if spec.remotes != w.remotes {
                 notices.push(Notice::Shape {
                     host: w.host.clone(),
@@ -462,12 +514,13 @@ pub fn pack(
             last: node.text.clone(),
             remotes: remotes_of(&node.text, &node.file),
             route: Route::Graph(tx),
+            runs_on: Some(node.hostname.clone()),
         });
         let graph_name = file_name(&node.file);
         // The host's own credentials, named on its command line (see child.rs).
         let mut extras = TargetExtras {
             files: vec![cred.file(CRED_FILE)],
-            updates: None,
+            ..TargetExtras::default()
         };
         let below = tree.descendants(c);
         if !below.is_empty() {
@@ -519,6 +572,7 @@ pub fn pack(
                     last: dn.text.clone(),
                     remotes: remotes_of(&dn.text, &dn.file),
                     route: Route::Extra(etx.clone(), name.clone()),
+                    runs_on: None,
                 });
                 local.insert(d, name);
             }
@@ -809,6 +863,10 @@ async fn relay(
                         Notice::Invalid { host, file, diags } => {
                             error!("{host}: new version of {} is invalid, not copied:\n{diags}", file.display());
                         }
+                        Notice::Moved { host, file, .. } | Notice::Unmovable { host, file, .. } => warn!(
+                            "{host}: the `remote:` of {} changed; an intermediate moves its hosts on the next run only",
+                            file.display()
+                        ),
                         Notice::Shape { host, file } => warn!(
                             "{host}: the `remotes:` list of {} changed; the new tree takes effect on the next run",
                             file.display()

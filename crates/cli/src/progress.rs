@@ -48,6 +48,24 @@ impl Progress {
         }
     }
 
+    /// A host that joined the run (a graph moved to it).
+    pub fn add(&mut self, host: &str) {
+        let width = self.width;
+        if let Some((mp, bars)) = &mut self.tty
+            && !bars.contains_key(host)
+        {
+            let pb = mp.add(ProgressBar::new_spinner());
+            pb.set_style(
+                ProgressStyle::with_template("{spinner} {prefix} {wide_msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            pb.set_prefix(format!("{host:<width$}"));
+            pb.set_message("waiting");
+            pb.enable_steady_tick(std::time::Duration::from_millis(120));
+            bars.insert(host.to_string(), pb);
+        }
+    }
+
     pub fn state(&mut self, host: &str, state: HostState) {
         let word = state.as_str();
         match &self.tty {

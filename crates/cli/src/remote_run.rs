@@ -108,11 +108,25 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
         Some(hier::watch_files(&router.files(), file_tx)?)
     };
 
+    // Each host this process runs can be stopped alone (a graph moved elsewhere), and hosts
+    // can join while the fleet runs (where a moved graph goes).
+    let mut stops: BTreeMap<String, CancellationToken> = BTreeMap::new();
+    let targets: Vec<_> = targets
+        .into_iter()
+        .map(|(t, mut extras)| {
+            let stop = CancellationToken::new();
+            stops.insert(t.hostname.clone(), stop.clone());
+            extras.stop = Some(stop);
+            (t, extras)
+        })
+        .collect();
+    let (late_tx, late_rx) = mpsc::channel(4);
     let (ev_tx, mut ev_rx) = mpsc::channel(1024);
     let fleet_cancel = cancel.child_token();
-    let fleet = tokio::spawn(remote::run_fleet_with(
+    let fleet = tokio::spawn(remote::run_fleet_dynamic(
         cfg,
         targets,
+        late_rx,
         fleet_cancel.clone(),
         ev_tx,
     ));
@@ -183,6 +197,54 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
                                 host: Some(host.clone()),
                             });
                         }
+                        Notice::Moved { host, file, text, to } => {
+                            let new = to.host().to_string();
+                            if relay.alive.borrow().contains(&new) || tree.index_of(&new).is_some() || stops.contains_key(&new) {
+                                error!("{host}: {} now names {new}, which runs a graph of this run already; not moved", file.display());
+                                continue;
+                            }
+                            let started = async {
+                                let secret = crate::secret()?;
+                                link.add_host_user(&new, &secret)?;
+                                link.store.delete(&store::keys::converged(&new)).await.ok();
+                                let cred = remote::Credentials::new(new.clone(), secret)
+                                    .with_context(|| format!("store credentials for {new}"))?;
+                                let (graph_tx, graph_rx) = mpsc::channel(4);
+                                let stop = CancellationToken::new();
+                                let target = remote::Target {
+                                    file: file.clone(),
+                                    graph: text.into_bytes(),
+                                    url: to,
+                                    hostname: new.clone(),
+                                    updates: Some(graph_rx),
+                                };
+                                let extras = remote::TargetExtras {
+                                    files: vec![cred.file(crate::child::CRED_FILE)],
+                                    updates: None,
+                                    stop: Some(stop.clone()),
+                                };
+                                late_tx.send((target, extras)).await.context("the fleet has ended")?;
+                                anyhow::Ok((graph_tx, stop))
+                            };
+                            match started.await {
+                                Ok((graph_tx, stop)) => {
+                                    info!("{host}: {} now names {new}: starting it there, stopping it here", file.display());
+                                    stops.insert(new.clone(), stop);
+                                    router.moved(&file, &new, graph_tx);
+                                    relay.alive.send_modify(|a| { a.insert(new.clone()); });
+                                    relay.progress.add(&new);
+                                    if let Some(old) = stops.get(&host) {
+                                        old.cancel();
+                                    }
+                                    events.emit(&Event::GraphMoved { file, from: host, to: new });
+                                }
+                                Err(e) => error!("{host}: cannot move {} to {new}: {e:#}", file.display()),
+                            }
+                        }
+                        Notice::Unmovable { host, file, why } => warn!(
+                            "{host}: the `remote:` of {} changed, but {why}: not copied; the next run moves it",
+                            file.display()
+                        ),
                         Notice::Shape { host, file } => warn!(
                             "{host}: the `remotes:` list of {} changed; the new tree takes effect on the next run",
                             file.display()

@@ -231,6 +231,61 @@ fn an_edited_graph_reaches_the_running_host() {
 }
 
 #[test]
+fn an_edited_remote_field_moves_the_graph_to_the_new_host() {
+    let bed = Bed::up(TestbedConfig::hosts(2));
+    let (h1, h2) = (bed.h(1), bed.h(2));
+    let (n1, n2) = (bed.name(h1), bed.name(h2));
+    let g = bed.graph(
+        "mover.yaml",
+        &support::bed::files_graph(&bed.url(h1), &[("/tmp/mover", "here\n")]),
+    );
+    let mut r = bed.start(&[&g], &[]);
+    r.wait_event("applied on h1", |v| applied_line(v, &n1, "file[f0]"));
+    assert_eq!(bed.read(h1, "/tmp/mover"), "here\n");
+
+    // The same graph, now naming h2: it starts there and stops on h1 (its run dir removed).
+    r.mark();
+    let moved = support::bed::files_graph(&bed.url(h2), &[("/tmp/mover", "moved\n")]);
+    support::write(&g, &moved);
+    let ev = r.wait_event("graph_moved", |v| v["event"] == "graph_moved");
+    assert_eq!(
+        (ev["from"].as_str(), ev["to"].as_str()),
+        (Some(n1.as_str()), Some(n2.as_str()))
+    );
+    r.wait_event("applied on h2", |v| applied_line(v, &n2, "file[f0]"));
+    assert_eq!(bed.read(h2, "/tmp/mover"), "moved\n");
+    r.wait_event("h1 done", |v| {
+        v["event"] == "host_state" && v["host"] == n1 && v["state"] == "done"
+    });
+    bed.assert_clean(h1);
+    // Not copied to the old host: it keeps what it had.
+    assert_eq!(bed.read(h1, "/tmp/mover"), "here\n");
+    assert!(
+        !r.seen.iter().any(|v| v["event"] == "graph_copied"),
+        "the edit went to the old host: {:#?}",
+        r.seen
+    );
+
+    // Later edits follow the graph to its new host.
+    r.mark();
+    support::write(
+        &g,
+        &support::bed::files_graph(&bed.url(h2), &[("/tmp/mover", "again\n")]),
+    );
+    r.wait_event("graph_copied to h2", |v| {
+        v["event"] == "graph_copied" && v["host"] == n2
+    });
+    bed.wait_file(&mut r, h2, &n2, "file[f0]", "/tmp/mover", "again\n");
+
+    let (st, err) = r.interrupt();
+    assert_eq!(st.code(), Some(0), "{err}");
+    bed.assert_clean(h2);
+    assert_eq!(summary(&r.seen, &n1)["status"], "ok");
+    assert_eq!(summary(&r.seen, &n2)["status"], "ok");
+    support::assert_schema(&r.seen);
+}
+
+#[test]
 fn an_export_edited_on_one_host_reaches_the_other_live() {
     let bed = Bed::up(TestbedConfig::hosts(2));
     let (h1, h2) = (bed.h(1), bed.h(2));

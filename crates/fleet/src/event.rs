@@ -131,6 +131,12 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         via: Option<String>,
     },
+    /// A live edit changed a graph's `remote:`: it is started on `to` and stopped on `from`.
+    GraphMoved {
+        file: PathBuf,
+        from: String,
+        to: String,
+    },
     HostWarning {
         host: String,
         message: String,
@@ -327,6 +333,11 @@ mod tests {
                 host: "h1".into(),
                 message: "careful".into(),
                 via: None,
+            },
+            Event::GraphMoved {
+                file: "/tmp/a.yaml".into(),
+                from: "h1".into(),
+                to: "h2".into(),
             },
             Event::HostFailed {
                 host: "h1".into(),

@@ -23,7 +23,8 @@ pub use credentials::{Credentials, CredentialsError};
 pub use error::{ChildExit, Error, Step};
 pub use fleet::{
     CacheUse, ChildArg, ChildContext, ExtraFile, FleetConfig, FleetReport, HostOutcome, HostReport,
-    HostState, LocalEnv, RemoteEvent, Target, TargetExtras, run_fleet, run_fleet_with, sha256_file,
+    HostState, LocalEnv, RemoteEvent, Target, TargetExtras, run_fleet, run_fleet_dynamic,
+    run_fleet_with, sha256_file,
 };
 pub use upload::sha256_is;
 pub use url::{RemoteUrl, UrlError};

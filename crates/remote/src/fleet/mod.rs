@@ -18,7 +18,7 @@ mod scripts;
 mod supervise;
 mod types;
 
-pub use schedule::{run_fleet, run_fleet_with};
+pub use schedule::{run_fleet, run_fleet_dynamic, run_fleet_with};
 pub use types::{
     CacheUse, ChildArg, ChildContext, ExtraFile, FleetConfig, FleetReport, HostOutcome, HostReport,
     HostState, LocalEnv, RemoteEvent, Target, TargetExtras, sha256_file,

@@ -77,8 +77,21 @@ pub async fn run_fleet(
 
 /// `run_fleet` where each target also gets extra files in its run dir (and updates of them).
 pub async fn run_fleet_with(
+    cfg: FleetConfig,
+    targets: Vec<(Target, TargetExtras)>,
+    cancel: CancellationToken,
+    events: mpsc::Sender<RemoteEvent>,
+) -> FleetReport {
+    let (_none, late) = mpsc::channel(1);
+    run_fleet_dynamic(cfg, targets, late, cancel, events).await
+}
+
+/// `run_fleet_with` that also takes targets while it runs (`late`; they share the setup
+/// limit and the report). It ends when no host is left, whether or not `late` is still open.
+pub async fn run_fleet_dynamic(
     mut cfg: FleetConfig,
     targets: Vec<(Target, TargetExtras)>,
+    late: mpsc::Receiver<(Target, TargetExtras)>,
     cancel: CancellationToken,
     events: mpsc::Sender<RemoteEvent>,
 ) -> FleetReport {
@@ -136,18 +149,59 @@ pub async fn run_fleet_with(
         events,
     });
     let mut tasks = tokio::task::JoinSet::new();
-    let n = targets.len();
-    for (i, (t, extras)) in targets.into_iter().enumerate() {
+    let mut reports: Vec<Option<HostReport>> = Vec::new();
+    let spawn = |tasks: &mut tokio::task::JoinSet<_>,
+                 reports: &mut Vec<Option<HostReport>>,
+                 t: Target,
+                 mut extras: TargetExtras| {
+        let i = reports.len();
+        reports.push(None);
         let shared = shared.clone();
-        let cancel = cancel.clone();
-        tasks.spawn(async move { (i, run_host(shared, t, extras, cancel).await) });
+        let host_cancel = cancel.child_token();
+        if let Some(stop) = extras.stop.take() {
+            let hc = host_cancel.clone();
+            tasks.spawn(async move {
+                tokio::select! {
+                    _ = stop.cancelled() => hc.cancel(),
+                    _ = hc.cancelled() => {}
+                }
+                None
+            });
+        }
+        tasks.spawn(async move {
+            let report = run_host(shared, t, extras, host_cancel.clone()).await;
+            // Ends the host's stop watcher (the token is this host's alone).
+            host_cancel.cancel();
+            Some((i, report))
+        });
+    };
+    for (t, extras) in targets {
+        spawn(&mut tasks, &mut reports, t, extras);
     }
-    let mut reports: Vec<Option<HostReport>> = vec![None; n];
-    while let Some(r) = tasks.join_next().await {
-        match r {
-            Ok((i, rep)) => reports[i] = Some(rep),
-            // A panicking host task is a bug; its slot stays empty and is reported below.
-            Err(e) => tracing::error!("remote host task failed: {e}"),
+    let mut late = Some(late);
+    loop {
+        let next_late = async {
+            match late.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = tasks.join_next() => match r {
+                None => break,
+                Some(Ok(Some((i, rep)))) => reports[i] = Some(rep),
+                // A stop watcher ended.
+                Some(Ok(None)) => {}
+                // A panicking host task is a bug; its slot stays empty and is reported below.
+                Some(Err(e)) => tracing::error!("remote host task failed: {e}"),
+            },
+            t = next_late => match t {
+                Some((t, extras)) if !cancel.is_cancelled() => {
+                    spawn(&mut tasks, &mut reports, t, extras);
+                }
+                Some(_) => {}
+                None => late = None,
+            },
         }
     }
     FleetReport {

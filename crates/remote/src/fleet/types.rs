@@ -195,6 +195,9 @@ pub struct TargetExtras {
     pub files: Vec<ExtraFile>,
     /// New versions of extra files (by name), copied over while the child runs.
     pub updates: Option<mpsc::Receiver<ExtraFile>>,
+    /// Stops this host alone (its child stopped, its run dir removed), as cancelling the
+    /// fleet stops every host: a graph moved to another host leaves this one.
+    pub stop: Option<tokio_util::sync::CancellationToken>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

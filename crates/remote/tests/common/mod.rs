@@ -116,7 +116,7 @@ pub fn with_cred(t: Target) -> (Target, TargetExtras) {
     let cred = Credentials::new(format!("mgmt-{}", t.hostname), "s3cret-token").unwrap();
     let extras = TargetExtras {
         files: vec![cred.file(CRED)],
-        updates: None,
+        ..TargetExtras::default()
     };
     (t, extras)
 }

@@ -888,10 +888,11 @@ async fn relay(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn graph(dir: &Path, name: &str, host: &str, remotes: &[&str]) -> PathBuf {
+    /// A graph file `name` in `dir` for `host`, with `remotes:` when given.
+    pub(crate) fn graph(dir: &Path, name: &str, host: &str, remotes: &[&str]) -> PathBuf {
         let mut y = format!("graph: {name}\nremote: ssh://root@{host}:22\nresources: {{}}\n");
         if !remotes.is_empty() {
             y.push_str("remotes:\n");

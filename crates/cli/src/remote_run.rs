@@ -506,22 +506,8 @@ impl Relay<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
-
     use super::*;
-
-    fn graph(dir: &Path, name: &str, host: &str, remotes: &[&str]) -> PathBuf {
-        let mut y = format!("graph: {name}\nremote: ssh://root@{host}:22\nresources: {{}}\n");
-        if !remotes.is_empty() {
-            y.push_str("remotes:\n");
-            for r in remotes {
-                y.push_str(&format!("- {r}\n"));
-            }
-        }
-        let p = dir.join(name);
-        std::fs::write(&p, y).unwrap();
-        p
-    }
+    use crate::hier::tests::graph;
 
     #[test]
     fn a_report_with_an_unknown_state_fails_no_host() {

@@ -280,8 +280,9 @@ impl Conn {
     }
 }
 
-/// etcd's range end for "every key starting with `prefix`".
-pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+/// The range end that makes `[prefix, end)` mean "every key starting with `prefix`" (etcd's
+/// `GetPrefixRangeEnd`); for tools and tests speaking the raw API ([`crate::pb`]) too.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {
@@ -301,6 +302,7 @@ mod tests {
     fn prefix_ends() {
         assert_eq!(prefix_end(b"/_mgmt/"), b"/_mgmt0");
         assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b"a\xfe\xff\xff"), b"a\xff");
         assert_eq!(prefix_end(b"\xff\xff"), b"\0");
         assert_eq!(prefix_end(b""), b"\0");
     }

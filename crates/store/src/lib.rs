@@ -39,6 +39,6 @@ pub mod pb {
 }
 
 pub use client::{ExportedResource, HostLease, SnapshotWatch, Store, keys};
-pub use conn::ConnectError;
+pub use conn::{ConnectError, prefix_end};
 pub use error::{EtcdError, StoreError};
 pub use server::{API_VERSION, ServerConfig, ServerHandle, serve};

@@ -781,15 +781,6 @@ async fn script(url: &str) -> Vec<String> {
     t.lines
 }
 
-#[test]
-fn prefix_ends() {
-    assert_eq!(prefix_end(b"a/"), b"a0");
-    assert_eq!(prefix_end(b"a\xff"), b"b");
-    assert_eq!(prefix_end(b"a\xfe\xff\xff"), b"a\xff");
-    assert_eq!(prefix_end(b"\xff\xff"), b"\0");
-    assert_eq!(prefix_end(b""), b"\0");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_script_same_results_as_real_etcd() {
     let ours = start_ours().await;

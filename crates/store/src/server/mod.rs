@@ -336,15 +336,4 @@ impl ServerHandle {
     }
 }
 
-/// The range end that makes `[prefix, end)` mean "every key starting with `prefix`" (etcd's
-/// `GetPrefixRangeEnd`).
-pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
+pub(crate) use crate::conn::prefix_end;

@@ -209,18 +209,7 @@ impl KeepAlive {
     }
 }
 
-/// etcd's range end for every key starting with `key`: the last byte below 0xff incremented,
-/// trailing 0xff bytes dropped; all keys (`b"\0"`) when there is no such byte.
-pub fn prefix_end(key: &[u8]) -> Vec<u8> {
-    match key.iter().rposition(|&b| b < 0xff) {
-        Some(i) => {
-            let mut end = key[..=i].to_vec();
-            end[i] += 1;
-            end
-        }
-        None => vec![0],
-    }
-}
+pub use store::prefix_end;
 
 /// A range over one key.
 pub fn range(key: impl Into<Vec<u8>>) -> RangeRequest {

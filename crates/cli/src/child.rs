@@ -12,7 +12,7 @@ use remote::{ChildArg, LocalEnv};
 use crate::args::RunArgs;
 
 /// The name of the child's store credentials file in its run dir.
-pub const CRED_FILE: &str = "store.cred";
+pub use fleet::tree::CRED_FILE;
 
 /// The `mgmt` subcommand a child runs.
 const RUN: &str = "run";

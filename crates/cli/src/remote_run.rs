@@ -29,7 +29,7 @@ use tracing::{error, info, warn};
 
 use crate::Exit;
 use crate::args::RunArgs;
-use crate::hier::{self, Creds, Notice, Settings, Tree};
+use crate::hier::{self, Creds, Notice, Tree};
 use crate::output::Events;
 use crate::progress::Progress;
 use crate::signals::Signals;
@@ -63,7 +63,7 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
     let link = storelink::connect_initiator(&args, &events, cancel.child_token()).await?;
     let store_addr = link.tunnel_target()?;
 
-    let settings = Settings::from_args(&args);
+    let settings = hier::settings_from_args(&args);
     let mut cfg = hier::fleet_config(&args, store_addr, &settings, tree.height())?;
     cfg.known_hosts = args.known_hosts.clone();
     if args.ssh_config.is_some() {
@@ -91,7 +91,8 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
             .with_context(|| format!("store credentials for {host}"))?;
         creds.insert(host.clone(), cred);
     }
-    let (targets, mut router) = hier::pack(&tree, &tree.top, &creds, &settings, &registry)?;
+    let (targets, mut router) =
+        hier::pack(&tree, &tree.top, &creds, &settings, &registry).map_err(anyhow::Error::msg)?;
     info!(
         initiator = %me,
         hosts = hosts.len(),
@@ -506,8 +507,22 @@ impl Relay<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::{Path, PathBuf};
+
     use super::*;
-    use crate::hier::tests::graph;
+
+    fn graph(dir: &Path, name: &str, host: &str, remotes: &[&str]) -> PathBuf {
+        let mut y = format!("graph: {name}\nremote: ssh://root@{host}:22\nresources: {{}}\n");
+        if !remotes.is_empty() {
+            y.push_str("remotes:\n");
+            for r in remotes {
+                y.push_str(&format!("- {r}\n"));
+            }
+        }
+        let p = dir.join(name);
+        std::fs::write(&p, y).unwrap();
+        p
+    }
 
     #[test]
     fn a_report_with_an_unknown_state_fails_no_host() {
@@ -532,7 +547,7 @@ mod tests {
             host: "a".into(),
             line: format!(
                 r#"{}{{"event":"host_state","host":"l","state":"{state}"}}"#,
-                hier::REPORT_PREFIX
+                fleet::tree::REPORT_PREFIX
             ),
         };
         relay.on_event(report("converged"));

@@ -228,7 +228,7 @@ async fn relay(
             Some(()) = file_rx.recv() => {
                 for n in router.changed(&registry).await {
                     match n {
-                        Notice::Invalid { host, file, diags } => {
+                        Notice::Invalid { host, file, diags, .. } => {
                             error!("{host}: new version of {} is invalid, not copied:\n{diags}", file.display());
                         }
                         Notice::Moved { host, file, .. } | Notice::Unmovable { host, file, .. } => warn!(

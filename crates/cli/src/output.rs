@@ -110,27 +110,10 @@ pub fn of_engine(ev: &engine::EngineEvent) -> Event {
 
 /// yamlgraph's diagnostics as the stream carries them.
 pub fn diagnostics(d: &yamlgraph::Diagnostics) -> Vec<fleet::Diagnostic> {
-    d.0.iter().map(diagnostic).collect()
-}
-
-pub fn diagnostic(d: &yamlgraph::Diagnostic) -> fleet::Diagnostic {
-    let num = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-    fleet::Diagnostic {
-        file: d.file.clone(),
-        line: num(d.line),
-        column: num(d.col),
-        message: d.message.clone(),
-        help: d.help.clone(),
-    }
+    fleet::tree::diagnostics(d)
 }
 
 /// A problem with a whole file or graph (no position).
 pub fn whole_file(file: &str, message: String) -> fleet::Diagnostic {
-    fleet::Diagnostic {
-        file: file.to_string(),
-        line: 0,
-        column: 0,
-        message,
-        help: None,
-    }
+    fleet::Diagnostic::whole_file(file, message)
 }

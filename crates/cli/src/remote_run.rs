@@ -46,11 +46,10 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
                 } else {
                     eprintln!("error: {}", p.message);
                 }
-                let file = p.file.display().to_string();
                 events.emit(&Event::GraphInvalid {
-                    errors: vec![crate::output::whole_file(&file, p.message.clone())],
-                    file: Some(file),
+                    file: Some(p.file.display().to_string()),
                     host: None,
+                    errors: p.diagnostics.clone(),
                 });
             }
             return Ok(Exit::BadInput);
@@ -190,12 +189,12 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
             Some(()) = file_rx.recv() => {
                 for n in router.changed(&registry).await {
                     match n {
-                        Notice::Invalid { host, file, diags } => {
+                        Notice::Invalid { host, file, diags, errors } => {
                             error!("{host}: new version of {} is invalid, not copied:\n{diags}", file.display());
                             events.emit(&Event::GraphInvalid {
-                                errors: vec![crate::output::whole_file(&file.display().to_string(), diags.clone())],
                                 file: Some(file.display().to_string()),
                                 host: Some(host.clone()),
+                                errors,
                             });
                         }
                         Notice::Moved { host, file, text, to } => {

@@ -341,7 +341,18 @@ fn bad_file_deep_in_the_tree_stops_the_run_before_any_host() {
     let (code, events, err) = run_bad(d.path(), "a.yaml");
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("c.yaml"), "{err}");
-    assert!(events.iter().any(|v| v["event"] == "graph_invalid"));
+    // The event names where, as fields: `fil` on line 4, column 3 of c.yaml.
+    let invalid = events
+        .iter()
+        .find(|v| v["event"] == "graph_invalid")
+        .unwrap_or_else(|| panic!("no graph_invalid: {events:?}"));
+    let e = &invalid["errors"][0];
+    assert!(e["file"].as_str().unwrap().ends_with("c.yaml"), "{invalid}");
+    assert_eq!(
+        (e["line"].as_u64(), e["column"].as_u64()),
+        (Some(4), Some(3)),
+        "{invalid}"
+    );
     assert!(
         !events.iter().any(|v| v["event"] == "host_state"),
         "{events:?}"

@@ -23,6 +23,32 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// What a check_apply found and did (the engine's own type: one spelling).
 pub use resource::Outcome;
 
+impl From<&yamlgraph::Diagnostic> for Diagnostic {
+    fn from(d: &yamlgraph::Diagnostic) -> Diagnostic {
+        let num = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Diagnostic {
+            file: d.file.clone(),
+            line: num(d.line),
+            column: num(d.col),
+            message: d.message.clone(),
+            help: d.help.clone(),
+        }
+    }
+}
+
+impl Diagnostic {
+    /// A problem with a whole file (it cannot be read, say): no position.
+    pub fn whole_file(file: impl Into<String>, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            file: file.into(),
+            line: 0,
+            column: 0,
+            message: message.into(),
+            help: None,
+        }
+    }
+}
+
 /// Why a run ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -38,13 +38,18 @@ fn read_graph(path: &Path) -> Result<String, String> {
         .map_err(|e| format!("cannot read graph file {}: {e}", path.display()))
 }
 
-/// Parses a graph file's text; every diagnostic rendered at once on failure.
+/// Parses a graph file's text; every diagnostic at once on failure.
 fn parse_graph(
     path: &Path,
     text: &str,
     registry: &Registry,
-) -> Result<yamlgraph::GraphSpec, String> {
-    yamlgraph::parse(&path.display().to_string(), text, registry).map_err(|d| d.to_string())
+) -> Result<yamlgraph::GraphSpec, yamlgraph::Diagnostics> {
+    yamlgraph::parse(&path.display().to_string(), text, registry)
+}
+
+/// Diagnostics as the event stream carries them.
+pub fn diagnostics(d: &yamlgraph::Diagnostics) -> Vec<crate::Diagnostic> {
+    d.0.iter().map(crate::Diagnostic::from).collect()
 }
 
 /// The prefix of a line by which an intermediate reports on a host of its subtree.
@@ -73,11 +78,27 @@ pub struct Tree {
     pub top: Vec<usize>,
 }
 
-/// A problem found while reading the tree: the file and a rendered message.
+/// A problem found while reading the tree: the file, a rendered message for people, and the
+/// same as diagnostics (file, line, column) for the event stream.
 #[derive(Debug)]
 pub struct Problem {
     pub file: PathBuf,
     pub message: String,
+    pub diagnostics: Vec<crate::Diagnostic>,
+}
+
+impl Problem {
+    /// A problem with no position in the file.
+    fn whole(file: &Path, message: String) -> Problem {
+        Problem {
+            file: file.to_path_buf(),
+            diagnostics: vec![crate::Diagnostic::whole_file(
+                file.display().to_string(),
+                message.clone(),
+            )],
+            message,
+        }
+    }
 }
 
 impl Tree {
@@ -108,14 +129,14 @@ impl Tree {
         let mut seen = BTreeMap::new();
         for n in &tree.nodes {
             if let Some(first) = seen.insert(n.hostname.clone(), n.file.clone()) {
-                problems.push(Problem {
-                    file: n.file.clone(),
-                    message: format!(
+                problems.push(Problem::whole(
+                    &n.file,
+                    format!(
                         "host {} is already the target of {}: a host runs one graph per run",
                         n.hostname,
                         first.display()
                     ),
-                });
+                ));
             }
         }
         if problems.is_empty() {
@@ -143,18 +164,13 @@ impl Tree {
                 .map(|p| p.display().to_string())
                 .collect();
             names.push(id.display().to_string());
-            problems.push(Problem {
-                file: file.clone(),
-                message: format!("cycle of `remotes:` files: {}", names.join(" -> ")),
-            });
+            problems.push(Problem::whole(
+                &file,
+                format!("cycle of `remotes:` files: {}", names.join(" -> ")),
+            ));
             return None;
         }
-        let mut problem = |message: String| {
-            problems.push(Problem {
-                file: file.clone(),
-                message,
-            })
-        };
+        let mut problem = |message: String| problems.push(Problem::whole(&file, message));
         let text = match read_graph(&file) {
             Ok(t) => t,
             Err(e) => {
@@ -165,7 +181,11 @@ impl Tree {
         let spec = match parse_graph(&file, &text, registry) {
             Ok(spec) => spec,
             Err(diags) => {
-                problem(diags);
+                problems.push(Problem {
+                    file: file.clone(),
+                    message: diags.to_string(),
+                    diagnostics: diagnostics(&diags),
+                });
                 return None;
             }
         };
@@ -215,10 +235,10 @@ impl Tree {
                         self.nodes[i].children.push(c);
                     }
                 }
-                Err(message) => problems.push(Problem {
-                    file: file.clone(),
-                    message: format!("{}: `remotes:` entry {e:?}: {message}", file.display()),
-                }),
+                Err(message) => problems.push(Problem::whole(
+                    &file,
+                    format!("{}: `remotes:` entry {e:?}: {message}", file.display()),
+                )),
             }
         }
         chain.pop();
@@ -372,7 +392,10 @@ pub enum Notice {
     Invalid {
         host: String,
         file: PathBuf,
+        /// Rendered, for people.
         diags: String,
+        /// The same, for the event stream.
+        errors: Vec<crate::Diagnostic>,
     },
     /// Copied; its `remotes:` list changed, which takes effect on the next run only.
     Shape { host: String, file: PathBuf },
@@ -424,7 +447,8 @@ impl Router {
                     notices.push(Notice::Invalid {
                         host: w.host.clone(),
                         file: w.file.clone(),
-                        diags,
+                        diags: diags.to_string(),
+                        errors: diagnostics(&diags),
                     });
                     continue;
                 }

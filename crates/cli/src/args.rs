@@ -85,7 +85,7 @@ pub struct RunArgs {
 
     /// Comma-separated etcd client URLs to use instead of (or besides) the embedded server.
     #[arg(long, value_delimiter = ',', value_name = "URLS")]
-    pub seeds: Vec<String>,
+    pub seeds: Vec<store::StoreUrl>,
 
     /// Do not start the embedded store server (use --seeds).
     #[arg(long)]
@@ -98,7 +98,7 @@ pub struct RunArgs {
         default_value = "http://127.0.0.1:2379",
         value_name = "URLS"
     )]
-    pub client_urls: Vec<String>,
+    pub client_urls: Vec<store::StoreUrl>,
 
     /// Maximum number of hosts being connected to and set up at once.
     #[arg(long, default_value_t = 8, value_name = "N")]

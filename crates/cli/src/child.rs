@@ -129,7 +129,7 @@ mod tests {
     fn assert_wiring(child: &RunArgs, depth: u32) {
         assert_eq!(child.hostname.as_deref(), Some("h 1"));
         assert!(child.no_server);
-        assert_eq!(child.seeds, ["http://127.0.0.1:4000"]);
+        assert_eq!(child.seeds, ["http://127.0.0.1:4000".parse().unwrap()]);
         assert_eq!(
             child.store_credentials.as_deref(),
             Some(Path::new("/tmp/mgmt.X/store.cred"))

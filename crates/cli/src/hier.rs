@@ -146,7 +146,7 @@ impl Intermediate {
             .seeds
             .first()
             .context("a remote child with `remotes:` needs --seeds (its tunnel to the store)")?;
-        let store_addr = crate::storelink::parse_url(seeds)?;
+        let store_addr = crate::storelink::socket_addr(seeds)?;
         // The second hop authenticates with this host's own ~/.ssh (default identities,
         // ssh_config, known_hosts) and its ssh-agent if one is set: the initiator's keys never
         // leave the initiator.

@@ -25,13 +25,11 @@ pub struct StoreLink {
 }
 
 /// Parse `http://host:port` (the only scheme we serve) into a socket address.
-pub fn parse_url(url: &str) -> Result<SocketAddr> {
-    let rest = url
-        .strip_prefix("http://")
-        .with_context(|| format!("store url {url:?} must start with http://"))?;
-    let rest = rest.trim_end_matches('/');
-    rest.parse()
-        .with_context(|| format!("store url {url:?} needs an IP address and a port"))
+/// The address of a store URL that must be an IP address and a port (a listen address, a
+/// tunnel's end).
+pub fn socket_addr(url: &store::StoreUrl) -> Result<SocketAddr> {
+    url.socket_addr()
+        .with_context(|| format!("store url {url} needs an IP address and a port"))
 }
 
 /// Start the embedded server (unless `--no-server`) and connect the client. Returns `None`
@@ -46,9 +44,11 @@ pub async fn connect(
     let mut endpoints = args.seeds.clone();
     if !args.no_server {
         let handle = start_server(args, cancel).await?;
-        let url = handle.client_url();
+        let url = handle.url();
         info!("embedded store listening on {url}");
-        events.emit(&fleet::Event::StoreListening { url: url.clone() });
+        events.emit(&fleet::Event::StoreListening {
+            url: url.to_string(),
+        });
         if endpoints.is_empty() {
             endpoints.push(url);
         }
@@ -63,7 +63,10 @@ pub async fn connect(
     };
     let store = store::Store::connect(&endpoints, creds)
         .await
-        .with_context(|| format!("cannot connect to the store at {}", endpoints.join(",")))?;
+        .with_context(|| {
+            let all: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
+            format!("cannot connect to the store at {}", all.join(","))
+        })?;
     let lease = match store.register_host(host, Duration::from_secs(10)).await {
         Ok(l) => Some(l),
         Err(e) => {
@@ -83,7 +86,7 @@ pub async fn connect(
 /// The embedded server on the first `--client-urls` address (loopback unless asked otherwise).
 async fn start_server(args: &RunArgs, cancel: CancellationToken) -> Result<store::ServerHandle> {
     let url = args.client_urls.first().context("--client-urls is empty")?;
-    let listen = parse_url(url)?;
+    let listen = socket_addr(url)?;
     if !listen.ip().is_loopback() {
         warn!("the embedded store listens on {listen}, beyond loopback, as asked by --client-urls");
     }
@@ -110,13 +113,15 @@ pub async fn connect_initiator(
         );
     }
     let handle = start_server(args, cancel).await?;
-    let url = handle.client_url();
+    let url = handle.url();
     let root_secret = crate::secret()?;
     handle
         .enable_auth(&root_secret)
         .context("cannot enable store auth")?;
     info!("embedded store listening on {url} (auth on)");
-    events.emit(&fleet::Event::StoreListening { url: url.clone() });
+    events.emit(&fleet::Event::StoreListening {
+        url: url.to_string(),
+    });
     let store = store::Store::connect(
         std::slice::from_ref(&url),
         Some(("root".to_string(), root_secret)),

@@ -111,13 +111,17 @@ impl Store {
     /// Connects (and authenticates, with `creds` = user and password) to the first reachable of
     /// `endpoints` (`http://host:port` or `host:port`), and checks that it answers.
     pub async fn connect(
-        endpoints: &[String],
+        endpoints: &[crate::StoreUrl],
         creds: Option<(String, String)>,
     ) -> Result<Store, StoreError> {
         match Conn::connect(endpoints, creds).await {
             Ok(conn) => Ok(Store { conn }),
             Err(source) => Err(StoreError::Connect {
-                endpoints: endpoints.join(","),
+                endpoints: endpoints
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
                 source,
             }),
         }

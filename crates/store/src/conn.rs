@@ -19,6 +19,7 @@ use crate::pb::etcdserverpb::{
     WatchRequest, WatchResponse, auth_client::AuthClient, kv_client::KvClient,
     lease_client::LeaseClient, maintenance_client::MaintenanceClient, watch_client::WatchClient,
 };
+use crate::url::StoreUrl;
 
 /// How long connecting to one endpoint may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -52,24 +53,8 @@ pub enum ConnectError {
     Timeout(Duration),
 }
 
-fn endpoint(url: &str) -> Result<Endpoint, ConnectError> {
-    let url = url.trim();
-    let full = if url.contains("://") {
-        url.to_string()
-    } else {
-        format!("http://{url}")
-    };
-    if full.starts_with("https://") || full.starts_with("unixs://") {
-        return Err(ConnectError::BadEndpoint(format!(
-            "{url}: TLS endpoints are not supported; reach the store over an SSH tunnel or \
-             loopback with http://"
-        )));
-    }
-    if !full.starts_with("http://") {
-        return Err(ConnectError::BadEndpoint(format!(
-            "{url}: the endpoint must be http://host:port or host:port"
-        )));
-    }
+fn endpoint(url: &StoreUrl) -> Result<Endpoint, ConnectError> {
+    let full = url.to_string();
     let ep = Endpoint::from_shared(full)
         .map_err(|e| ConnectError::BadEndpoint(format!("{url}: {e}")))?;
     Ok(ep
@@ -84,7 +69,7 @@ impl Conn {
     /// Connects to `endpoints` (requests are balanced across them and skip ones that are down),
     /// authenticates with `creds` when given, and checks that the store answers.
     pub(crate) async fn connect(
-        endpoints: &[String],
+        endpoints: &[StoreUrl],
         creds: Option<(String, String)>,
     ) -> Result<Conn, ConnectError> {
         if endpoints.is_empty() {
@@ -92,7 +77,7 @@ impl Conn {
         }
         let eps = endpoints
             .iter()
-            .map(|u| endpoint(u))
+            .map(endpoint)
             .collect::<Result<Vec<_>, _>>()?;
         let channel = if eps.len() == 1 {
             eps[0].connect_lazy()

@@ -21,6 +21,7 @@ mod conn;
 mod error;
 mod mvcc;
 mod server;
+mod url;
 
 /// The etcd v3 API's messages and gRPC clients and servers, generated at build time from the
 /// vendored `.proto` files (see `proto/README.md`). Public for tests, benchmarks and tools that
@@ -42,3 +43,4 @@ pub use client::{ExportedResource, HostLease, SnapshotWatch, Store, keys};
 pub use conn::{ConnectError, prefix_end};
 pub use error::{EtcdError, StoreError};
 pub use server::{API_VERSION, ServerConfig, ServerHandle, serve};
+pub use url::{StoreUrl, UrlError};

@@ -16,9 +16,7 @@ const TIMEOUT: Duration = Duration::from_secs(15);
 async fn garbage_on_the_socket_does_not_hurt_other_clients() {
     let server = common::start_ours().await;
     let url = server.client_url();
-    let good = Store::connect(std::slice::from_ref(&url), None)
-        .await
-        .unwrap();
+    let good = Store::connect(&common::urls(&url), None).await.unwrap();
     good.put("/kept", "1").await.unwrap();
 
     // A client that sends garbage and stays connected, another that speaks HTTP/1, and one that
@@ -59,7 +57,7 @@ async fn garbage_on_the_socket_does_not_hurt_other_clients() {
 
     // Meanwhile, and afterwards, real clients are served and the data is intact.
     assert_eq!(good.get("/kept").await.unwrap(), Some(b"1".to_vec()));
-    let fresh = Store::connect(&[url], None).await.unwrap();
+    let fresh = Store::connect(&common::urls(&url), None).await.unwrap();
     fresh.put("/after", "2").await.unwrap();
     assert_eq!(fresh.get("/kept").await.unwrap(), Some(b"1".to_vec()));
     server.shutdown().await;
@@ -69,9 +67,7 @@ async fn garbage_on_the_socket_does_not_hurt_other_clients() {
 async fn per_host_users_are_confined_to_their_prefix() {
     let server = common::start_ours().await;
     let url = server.client_url();
-    let open = Store::connect(std::slice::from_ref(&url), None)
-        .await
-        .unwrap();
+    let open = Store::connect(&common::urls(&url), None).await.unwrap();
     open.put("/_mgmt/exported/h2/resources/file/x", "{}")
         .await
         .unwrap();
@@ -100,7 +96,7 @@ async fn per_host_users_are_confined_to_their_prefix() {
 
     let creds = |u: &str, p: &str| Some((u.to_string(), p.to_string()));
     for (user, pw) in [("nobody", "s3cret-h1"), ("h1", "wrong")] {
-        let err = Store::connect(std::slice::from_ref(&url), creds(user, pw))
+        let err = Store::connect(&common::urls(&url), creds(user, pw))
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::Connect { .. }), "{err}");
@@ -112,7 +108,7 @@ async fn per_host_users_are_confined_to_their_prefix() {
         assert!(!text.contains(pw), "no password in errors: {text}");
     }
 
-    let h1 = Store::connect(std::slice::from_ref(&url), creds("h1", "s3cret-h1"))
+    let h1 = Store::connect(&common::urls(&url), creds("h1", "s3cret-h1"))
         .await
         .unwrap();
     h1.put("/_mgmt/exported/h1/resources/file/a", "{}")
@@ -137,7 +133,7 @@ async fn per_host_users_are_confined_to_their_prefix() {
     );
 
     // Nothing was lost or changed by the refused requests.
-    let root = Store::connect(std::slice::from_ref(&url), creds("root", "rootpw"))
+    let root = Store::connect(&common::urls(&url), creds("root", "rootpw"))
         .await
         .unwrap();
     assert_eq!(
@@ -165,10 +161,10 @@ async fn host_users_read_all_of_mgmt_but_write_only_their_own_keys() {
     assert!(server.add_host_user("a/b", "x").is_err());
     server.enable_auth("rootpw").unwrap();
     let creds = |u: &str, p: &str| Some((u.to_string(), p.to_string()));
-    let h1 = Store::connect(std::slice::from_ref(&url), creds("h1", "pw1"))
+    let h1 = Store::connect(&common::urls(&url), creds("h1", "pw1"))
         .await
         .unwrap();
-    let h2 = Store::connect(std::slice::from_ref(&url), creds("h2", "pw2"))
+    let h2 = Store::connect(&common::urls(&url), creds("h2", "pw2"))
         .await
         .unwrap();
 

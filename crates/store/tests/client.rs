@@ -31,8 +31,8 @@ fn export(kind: &str, name: &str, content: &str) -> ExportedResource {
 }
 
 async fn exports_flow(url: &str) {
-    let a = Store::connect(&[url.to_string()], None).await.unwrap();
-    let b = Store::connect(&[url.to_string()], None).await.unwrap();
+    let a = Store::connect(&common::urls(url), None).await.unwrap();
+    let b = Store::connect(&common::urls(url), None).await.unwrap();
     let mut watch = b.watch_exports().await.unwrap();
     assert_eq!(next(&mut watch).await, vec![]);
 
@@ -155,8 +155,8 @@ async fn exports_flow(url: &str) {
 }
 
 async fn converged_flow(url: &str) {
-    let a = Store::connect(&[url.to_string()], None).await.unwrap();
-    let b = Store::connect(&[url.to_string()], None).await.unwrap();
+    let a = Store::connect(&common::urls(url), None).await.unwrap();
+    let b = Store::connect(&common::urls(url), None).await.unwrap();
     let mut watch = b.watch_converged().await.unwrap();
     assert_eq!(next(&mut watch).await, BTreeMap::new());
     a.set_converged("h1", false).await.unwrap();
@@ -178,7 +178,7 @@ async fn converged_flow(url: &str) {
 }
 
 async fn liveness_flow(url: &str) {
-    let observer = Store::connect(&[url.to_string()], None).await.unwrap();
+    let observer = Store::connect(&common::urls(url), None).await.unwrap();
     let mut watch = observer.watch_live_hosts().await.unwrap();
     assert_eq!(next(&mut watch).await, BTreeSet::new());
 
@@ -205,7 +205,7 @@ async fn liveness_flow(url: &str) {
     std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
-            let s = Store::connect(&[url2], None).await.unwrap();
+            let s = Store::connect(&common::urls(&url2), None).await.unwrap();
             let lease = s
                 .register_host("crashy", Duration::from_secs(2))
                 .await
@@ -255,9 +255,7 @@ async fn follow_subscribes_again_after_the_server_restarts() {
     let first = start_ours().await;
     let addr = first.local_addr();
     let url = first.client_url();
-    let store = Store::connect(std::slice::from_ref(&url), None)
-        .await
-        .unwrap();
+    let store = Store::connect(&common::urls(&url), None).await.unwrap();
     store.set_converged("h1", true).await.unwrap();
     let mut w = store.watch_converged().await.unwrap();
     assert_eq!(
@@ -273,9 +271,7 @@ async fn follow_subscribes_again_after_the_server_restarts() {
     let second = store::serve(cfg, tokio_util::sync::CancellationToken::new())
         .await
         .expect("a new server on the same address");
-    let writer = Store::connect(std::slice::from_ref(&url), None)
-        .await
-        .unwrap();
+    let writer = Store::connect(&common::urls(&url), None).await.unwrap();
     writer.set_converged("h2", false).await.unwrap();
     // The watch may come back before or after that write: an empty snapshot first is fine.
     let want = BTreeMap::from([("h2".to_string(), false)]);

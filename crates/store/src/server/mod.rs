@@ -227,6 +227,11 @@ impl ServerHandle {
         self.shared.client_url.clone()
     }
 
+    /// [`client_url`](Self::client_url) as the endpoint `Store::connect` takes.
+    pub fn url(&self) -> crate::StoreUrl {
+        crate::StoreUrl::from(self.local_addr())
+    }
+
     /// Creates `user` with `password` and a role of the same name allowed to read and write
     /// every key starting with `prefix` (and nothing else). Works whether auth is on or not.
     pub fn add_prefix_user(

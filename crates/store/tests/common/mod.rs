@@ -45,3 +45,8 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// `url` as the one endpoint `Store::connect` takes.
+pub fn urls(url: &str) -> Vec<store::StoreUrl> {
+    vec![url.parse().expect("a store url")]
+}

@@ -118,6 +118,24 @@ struct Top<'n> {
 }
 
 impl<'a> Cx<'a> {
+    /// `node`'s entries; when it is not a mapping, an error at it: `what`, then what was found.
+    fn entries<'n>(
+        &mut self,
+        node: &'n Node,
+        what: &str,
+        help: Option<String>,
+    ) -> Option<impl Iterator<Item = (&'n Node, &'n Node)> + 'n> {
+        let entries = yaml::mapping(node);
+        if entries.is_none() {
+            self.error(
+                Pos::of(node),
+                format!("{what}, found {}", yaml::describe(node)),
+                help,
+            );
+        }
+        entries
+    }
+
     fn error(&mut self, mut pos: Pos, message: impl Into<String>, help: Option<String>) {
         let text = self.text;
         let lines = self.lines.get_or_insert_with(|| text.lines().collect());
@@ -212,17 +230,7 @@ impl<'a> Cx<'a> {
             );
             return None;
         };
-        let Some(entries) = yaml::mapping(root) else {
-            self.error(
-                Pos::of(root),
-                format!(
-                    "expected a mapping at the top level, found {}",
-                    yaml::describe(root)
-                ),
-                missing_graph,
-            );
-            return None;
-        };
+        let entries = self.entries(root, "expected a mapping at the top level", missing_graph)?;
 
         let mut top = Top::default();
         for (k, v) in entries {
@@ -321,15 +329,11 @@ impl<'a> Cx<'a> {
         if yaml::is_null(v) {
             return out;
         }
-        let Some(entries) = yaml::mapping(v) else {
-            self.error(
-                Pos::of(v),
-                format!(
-                    "`resources` must map each kind to a list of resources, found {}",
-                    yaml::describe(v)
-                ),
-                None,
-            );
+        let Some(entries) = self.entries(
+            v,
+            "`resources` must map each kind to a list of resources",
+            None,
+        ) else {
             return out;
         };
         // One entry per resource: made room for at once rather than rehashed as they come.
@@ -381,17 +385,11 @@ impl<'a> Cx<'a> {
         info: Option<KindInfo>,
         item: &'a Node,
     ) -> Option<ResourceSpec> {
-        let Some(entries) = yaml::mapping(item) else {
-            self.error(
-                Pos::of(item),
-                format!(
-                    "expected a `{kind}` resource (a mapping with `name`), found {}",
-                    yaml::describe(item)
-                ),
-                None,
-            );
-            return None;
-        };
+        let entries = self.entries(
+            item,
+            &format!("expected a `{kind}` resource (a mapping with `name`)"),
+            None,
+        )?;
         let mut name_node = None;
         let mut meta_node = None;
         let mut fields: Vec<(&str, &Node, &Node)> = Vec::new();
@@ -530,14 +528,7 @@ impl<'a> Cx<'a> {
         let Some(node) = node.filter(|n| !yaml::is_null(n)) else {
             return Some(Meta::default());
         };
-        let Some(entries) = yaml::mapping(node) else {
-            self.error(
-                Pos::of(node),
-                format!("`meta` must be a mapping, found {}", yaml::describe(node)),
-                None,
-            );
-            return None;
-        };
+        let entries = self.entries(node, "`meta` must be a mapping", None)?;
         let mut ok = true;
         let mut meta = Meta::default();
         for (k, v) in entries {
@@ -595,17 +586,11 @@ impl<'a> Cx<'a> {
     }
 
     fn edge(&mut self, item: &Node) -> Option<EdgeSpec> {
-        let Some(entries) = yaml::mapping(item) else {
-            self.error(
-                Pos::of(item),
-                format!(
-                    "expected an edge (a mapping with `from` and `to`), found {}",
-                    yaml::describe(item)
-                ),
-                None,
-            );
-            return None;
-        };
+        let entries = self.entries(
+            item,
+            "expected an edge (a mapping with `from` and `to`)",
+            None,
+        )?;
         let mut name = String::new();
         let (mut from, mut to) = (None, None);
         let (mut from_seen, mut to_seen) = (false, false);
@@ -685,17 +670,11 @@ impl<'a> Cx<'a> {
     /// `{kind: K, name: N}`. Kinds are matched case-insensitively, as mgmt did. The position
     /// returned is that of the name, for later errors. `help` shows how to write it.
     fn vertex(&mut self, end: &str, v: &Node, help: &str) -> Option<(ResId, Pos)> {
-        let Some(entries) = yaml::mapping(v) else {
-            self.error(
-                Pos::of(v),
-                format!(
-                    "`{end}` must be a mapping with `kind` and `name`, found {}",
-                    yaml::describe(v)
-                ),
-                Some(help.to_string()),
-            );
-            return None;
-        };
+        let entries = self.entries(
+            v,
+            &format!("`{end}` must be a mapping with `kind` and `name`"),
+            Some(help.to_string()),
+        )?;
         let (mut kind, mut name) = (None, None);
         let mut ok = true;
         for (k, val) in entries {
@@ -905,15 +884,11 @@ impl<'a> Cx<'a> {
     ) -> Vec<CollectSpec> {
         let mut out = Vec::new();
         for item in self.list("collect", v) {
-            let Some(entries) = yaml::mapping(item) else {
-                self.error(
-                    Pos::of(item),
-                    format!(
-                        "expected a collect rule (a mapping with `kind` and `pattern`), found {}",
-                        yaml::describe(item)
-                    ),
-                    None,
-                );
+            let Some(entries) = self.entries(
+                item,
+                "expected a collect rule (a mapping with `kind` and `pattern`)",
+                None,
+            ) else {
                 continue;
             };
             let (mut kind, mut pattern) = (None, None);

@@ -108,7 +108,6 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
         text,
         collected: Vec::new(),
         failed: BTreeSet::new(),
-        applied: 0,
     };
     // A remote child's flag is what its initiator decides the cluster's convergence on: it
     // says `true` only after the run's converged timeout of quiet (see the publisher).
@@ -286,7 +285,6 @@ struct State {
     text: String,
     collected: Vec<store::ExportedResource>,
     failed: BTreeSet<ResId>,
-    applied: u64,
 }
 
 impl State {
@@ -296,10 +294,7 @@ impl State {
             EngineEvent::Applied { id, outcome, .. } => {
                 self.failed.remove(id);
                 match outcome {
-                    resource::Outcome::Changed => {
-                        self.applied += 1;
-                        info!("{id}: applied")
-                    }
+                    resource::Outcome::Changed => info!("{id}: applied"),
                     resource::Outcome::WouldChange => info!("{id}: would change (noop)"),
                     resource::Outcome::InSync => tracing::debug!("{id}: in sync"),
                 }

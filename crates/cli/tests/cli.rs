@@ -426,3 +426,28 @@ fn man_prints_a_roff_page_with_the_run_flags() {
     assert!(r.status.success(), "{}", text(&r.stderr));
     assert!(shown.contains("--converged-timeout"), "{shown}");
 }
+
+/// A 20 KB file of 10,000 nested sequences is bad input in every path that parses graphs
+/// (run, check, remote): exit 2 with file, line and column, never a stack overflow.
+#[test]
+fn deep_nesting_is_bad_input_everywhere_not_a_crash() {
+    let t = tempfile::tempdir().unwrap();
+    let g = t.path().join("deep.yaml");
+    std::fs::write(
+        &g,
+        "graph: g\nresources:\n".to_string() + &"- ".repeat(10_000) + "x\n",
+    )
+    .unwrap();
+    let g = g.to_str().unwrap();
+    for args in [
+        vec!["run", "--no-server", "--yaml", g],
+        vec!["check", g],
+        vec!["run", "--client-urls", "http://127.0.0.1:0", "--remote", g],
+    ] {
+        let o = output(&args);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("deep.yaml:3:"), "{args:?}: {err}");
+        assert!(err.contains("deeper than"), "{args:?}: {err}");
+    }
+}

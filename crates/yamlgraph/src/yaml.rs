@@ -40,6 +40,32 @@ pub(crate) enum Data {
 const ALIAS_NODE_BUDGET: usize = 100_000;
 const ALIAS_TEXT_BUDGET: usize = 16 << 20;
 
+/// How deep collections may nest, aliases included. A graph needs a handful of levels; every
+/// pass over the nodes after loading (checking, comparing, dropping) recurses, so an unbounded
+/// depth would let a 20 KB file of `- - - ...` overflow the stack of whatever thread reads it.
+pub(crate) const MAX_DEPTH: usize = 64;
+
+/// Levels of `node` (a scalar is 1), counted without recursion.
+fn depth(node: &Node) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(node, 1usize)];
+    while let Some((n, d)) = stack.pop() {
+        deepest = deepest.max(d);
+        match &n.data {
+            Data::Scalar(..) => {}
+            Data::Sequence(items) => stack.extend(items.iter().map(|i| (i, d + 1))),
+            Data::Mapping(entries) => {
+                for (k, v) in entries {
+                    stack.push((k, d + 1));
+                    stack.push((v, d + 1));
+                }
+            }
+            Data::Tagged(_, inner) => stack.push((inner, d)),
+        }
+    }
+    deepest
+}
+
 /// Mappings with more keys than this get a hash index for the duplicate check; below it a
 /// scan of the keys is cheaper than hashing.
 const INDEXED_MAPPING: usize = 16;
@@ -144,8 +170,20 @@ pub(crate) struct SyntaxError {
 /// keys are a syntax error, as YAML requires.
 pub(crate) fn load(text: &str) -> Result<Vec<Node>, SyntaxError> {
     let mut loader = Loader::new();
-    let result = Parser::new_from_str(text).load(&mut loader, true);
-    // The parser reads on after the loader gave up, and an error of the text itself wins.
+    // Events one by one: saphyr's own `Parser::load` recurses once per nesting level, which a
+    // deep file turns into a stack overflow before the loader's depth limit can say no.
+    let mut result = Ok(());
+    for ev in Parser::new_from_str(text) {
+        match ev {
+            // The parser reads on after the loader gave up (the loader ignores the rest), and
+            // an error of the text itself wins.
+            Ok((ev, span)) => loader.on_event(ev, span),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
     let (mark, message) = match (result, loader.error) {
         (Err(e), _) => (*e.marker(), e.info().to_string()),
         (Ok(()), Some((mark, message))) => (mark, message),
@@ -292,8 +330,15 @@ impl Loader {
 
     /// A copy of the anchored node, charged to the alias budget.
     fn alias(&mut self, id: usize) -> Result<Node, &'static str> {
-        // The parser rejects an alias to an unknown anchor before it gets here.
-        let node = self.anchors.get(&id).ok_or("unknown anchor")?;
+        // The parser rejects an alias to an unknown name; one of an earlier document (anchors do
+        // not cross documents) gets here, with the parser's words for it.
+        let node = self
+            .anchors
+            .get(&id)
+            .ok_or("while parsing node, found unknown anchor")?;
+        if self.open.len() + depth(node) > MAX_DEPTH {
+            return Err("an alias makes collections nest deeper than the maximum depth");
+        }
         let mut budget = self.budget;
         budget.charge(node)?;
         self.budget = budget;
@@ -344,6 +389,12 @@ impl<'input> SpannedEventReceiver<'input> for Loader {
                 self.docs.extend(self.root.take());
                 // Anchors do not reach across documents (the parser forgets their names).
                 self.anchors.clear();
+            }
+            Event::SequenceStart(..) | Event::MappingStart(..) if self.open.len() >= MAX_DEPTH => {
+                self.error = Some((
+                    span.start,
+                    format!("collections nest deeper than {MAX_DEPTH} levels"),
+                ));
             }
             Event::SequenceStart(anchor, tag) => {
                 self.open(span.start, anchor, tag, Items::Sequence(Vec::new()));
@@ -576,6 +627,36 @@ mod tests {
 
     fn one(text: &str) -> Node {
         load(text).expect("valid yaml").remove(0)
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_at_the_first_level_too_many_not_a_stack_overflow() {
+        // 10,000 nested sequences (20 KB), and as many block mappings: rejected where the
+        // first level beyond the maximum opens.
+        let seqs = "- ".repeat(10_000) + "x\n";
+        let e = load(&seqs).unwrap_err();
+        assert_eq!(
+            (e.pos.line, e.pos.col),
+            (1, 2 * MAX_DEPTH + 1),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("deeper than"), "{}", e.message);
+        let maps: String = (0..2_000)
+            .map(|i| format!("{}k:\n", " ".repeat(i)))
+            .collect();
+        let e = load(&maps).unwrap_err();
+        assert_eq!(e.pos.line, MAX_DEPTH + 1, "{}", e.message);
+        // The limit itself is fine.
+        let ok = "- ".repeat(MAX_DEPTH - 1) + "x\n";
+        assert!(load(&ok).is_ok());
+        // Aliases cannot build depth the text does not have: each anchor wraps the last.
+        let mut chain = String::from("a0: &a0 [x]\n");
+        for i in 1..200 {
+            chain.push_str(&format!("a{i}: &a{i} [*a{}]\n", i - 1));
+        }
+        let e = load(&chain).unwrap_err();
+        assert!(e.message.contains("alias"), "{}", e.message);
     }
 
     #[test]

@@ -107,13 +107,3 @@ pub fn of_engine(ev: &engine::EngineEvent) -> Event {
         },
     }
 }
-
-/// yamlgraph's diagnostics as the stream carries them.
-pub fn diagnostics(d: &yamlgraph::Diagnostics) -> Vec<fleet::Diagnostic> {
-    fleet::tree::diagnostics(d)
-}
-
-/// A problem with a whole file or graph (no position).
-pub fn whole_file(file: &str, message: String) -> fleet::Diagnostic {
-    fleet::Diagnostic::whole_file(file, message)
-}

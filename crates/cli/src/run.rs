@@ -61,7 +61,7 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
             eprintln!("error: {e:#}");
             let file = path.display().to_string();
             events.emit(&Event::GraphInvalid {
-                errors: vec![output::whole_file(&file, format!("{e:#}"))],
+                errors: vec![fleet::Diagnostic::whole_file(&file, format!("{e:#}"))],
                 file: Some(file),
                 host: None,
             });
@@ -75,7 +75,7 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
             events.emit(&Event::GraphInvalid {
                 file: Some(path.display().to_string()),
                 host: None,
-                errors: output::diagnostics(&diags),
+                errors: fleet::tree::diagnostics(&diags),
             });
             return Ok(Exit::BadInput);
         }
@@ -340,7 +340,7 @@ fn reload(path: &Path, state: &mut State, registry: &Registry, events: &Events) 
             events.emit(&Event::GraphInvalid {
                 file: Some(path.display().to_string()),
                 host: None,
-                errors: output::diagnostics(&diags),
+                errors: fleet::tree::diagnostics(&diags),
             });
             return false;
         }
@@ -384,7 +384,10 @@ async fn swap(
             events.emit(&Event::GraphInvalid {
                 file: None,
                 host: None,
-                errors: vec![output::whole_file(&state.spec.graph, e.to_string())],
+                errors: vec![fleet::Diagnostic::whole_file(
+                    &state.spec.graph,
+                    e.to_string(),
+                )],
             });
         }
     }

@@ -100,6 +100,24 @@ pub struct RunArgs {
     )]
     pub client_urls: Vec<store::StoreUrl>,
 
+    /// + Largest request the embedded store accepts, in bytes (etcd's flag and default: 1.5 MiB).
+    #[arg(long, default_value_t = store::DEFAULT_MAX_REQUEST_BYTES, value_name = "BYTES",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_request_bytes: u64,
+
+    /// + The embedded store's total quota, in bytes of memory (etcd's flag; default 256 MiB; 0: the default; negative: none).
+    #[arg(long, default_value_t = store::DEFAULT_QUOTA_BACKEND_BYTES as i64, value_name = "BYTES",
+          allow_negative_numbers = true)]
+    pub quota_backend_bytes: i64,
+
+    /// + Most keys each remote host may keep in the embedded store (default 1000).
+    #[arg(long, default_value_t = store::Quota::HOST.max_keys, value_name = "N")]
+    pub store_host_max_keys: u64,
+
+    /// + Most bytes (keys and values) each remote host may keep in the embedded store (default 16 MiB).
+    #[arg(long, default_value_t = store::Quota::HOST.max_bytes, value_name = "BYTES")]
+    pub store_host_max_bytes: u64,
+
     /// Maximum number of hosts being connected to and set up at once.
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub cconns: usize,
@@ -143,6 +161,16 @@ pub struct RunArgs {
     /// Internal: file holding the store's `user=` and `password=` lines (remote children).
     #[arg(long, value_name = "FILE", hide = true)]
     pub store_credentials: Option<PathBuf>,
+
+    /// Internal (remote children): the run dir the initiator made for this process. It is
+    /// removed when the process ends, so a child whose initiator is gone leaves nothing behind.
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub run_dir: Option<PathBuf>,
+
+    /// Internal (remote children): end when the store has not answered for this many seconds
+    /// (the initiator or the tunnel to it is gone). 0: never.
+    #[arg(long, default_value = "0", value_name = "SECS", value_parser = Timeout::parse_max_runtime, hide = true)]
+    pub store_lost_timeout: Timeout,
 }
 
 /// A whole number of seconds where mgmt spells "never" as a number (`-1` for

@@ -14,6 +14,11 @@ use crate::args::RunArgs;
 /// The name of the child's store credentials file in its run dir.
 pub use fleet::tree::CRED_FILE;
 
+/// How long a child keeps running while our store does not answer: a little more than the
+/// silence after which we give its connection up (`remote::SILENCE`), since its tunnel goes
+/// with that connection.
+pub const STORE_LOST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// The `mgmt` subcommand a child runs.
 const RUN: &str = "run";
 
@@ -47,6 +52,12 @@ pub fn child_args(args: &RunArgs) -> Result<Vec<ChildArg>> {
         // Its events on stdout are its reports to us (`fleet::Event`, parsed, never scraped
         // from log lines); its human log goes to stderr.
         flag("json")?,
+        // It removes its run dir when it ends, and ends by itself once our store has not
+        // answered for a while: a cut link or a killed initiator leaves nothing running.
+        flag("run_dir")?,
+        ChildArg::RunDir,
+        flag("store_lost_timeout")?,
+        ChildArg::lit(STORE_LOST_TIMEOUT.as_secs().to_string()),
     ];
     if args.noop {
         v.push(flag("noop")?);

@@ -25,6 +25,7 @@ pub use fleet::tree::{
 
 use crate::args::RunArgs;
 use crate::child;
+use crate::graphfile::FileEvent;
 use fleet::Event;
 
 /// The fleet settings an intermediate takes from us, from our own flags.
@@ -43,8 +44,11 @@ fn read_cred(path: &Path) -> Result<Credentials> {
 }
 
 /// One watch for every file of `files`, on the process's inotify hub (a kernel watch per
-/// directory, shared). Sends a unit on any change.
-pub fn watch_files(files: &[PathBuf], tx: mpsc::Sender<()>) -> Result<crate::graphfile::FileWatch> {
+/// directory, shared). Sends what it sees: complete versions, and files being written.
+pub fn watch_files(
+    files: &[PathBuf],
+    tx: mpsc::Sender<FileEvent>,
+) -> Result<crate::graphfile::FileWatch> {
     crate::graphfile::FileWatch::new(files, tx)
 }
 
@@ -202,7 +206,7 @@ async fn relay(
     cfg: FleetConfig,
     targets: Vec<(Target, TargetExtras)>,
     mut router: Router,
-    mut file_rx: mpsc::Receiver<()>,
+    mut file_rx: mpsc::Receiver<FileEvent>,
     cancel: CancellationToken,
 ) {
     let registry = resources::registry();
@@ -225,7 +229,9 @@ async fn relay(
                 Some(ev) => print_line(&report_line(&event_of(ev))),
                 None => break,
             },
-            Some(()) = file_rx.recv() => {
+            Some(ev) = file_rx.recv() => if let FileEvent::Writing(file) = ev {
+                tracing::debug!("{} is being written; it is read once closed", file.display());
+            } else {
                 for n in router.changed(&registry).await {
                     match n {
                         Notice::Invalid { host, file, diags, .. } => {
@@ -241,7 +247,7 @@ async fn relay(
                         ),
                     }
                 }
-            }
+            },
         }
     }
     match fleet.await {

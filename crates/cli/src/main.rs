@@ -191,7 +191,8 @@ fn run_command(args: RunArgs) -> Exit {
         run.await
             .unwrap_or_else(|e| Err(anyhow::anyhow!("the run panicked: {e}")))
     });
-    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    // Everything the run spawned was awaited by it; a forced exit must not wait on stragglers.
+    rt.shutdown_timeout(std::time::Duration::from_millis(300));
     match result {
         Ok(exit) => exit,
         Err(e) => {
@@ -218,8 +219,8 @@ fn check(files: &[std::path::PathBuf]) -> Exit {
                 eprintln!("{diags}");
                 exit = Exit::BadInput;
             }
-            Err(e) => {
-                eprintln!("error: {e:#}");
+            Err(diags) => {
+                eprintln!("{}", graphfile::render(&diags));
                 exit = Exit::BadInput;
             }
         }

@@ -16,6 +16,10 @@ pub fn init_tracing(prefix: Option<&str>) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        // A log that cannot be written (a remote child whose connection dropped: EPIPE) is
+        // dropped; tracing-subscriber would otherwise report it with `eprintln!`, which panics
+        // on the same closed pipe and kills the process before it can clean up.
+        .log_internal_errors(false)
         // Colour only on a terminal, and never with NO_COLOR (an explicit `with_ansi` would
         // override tracing-subscriber's own NO_COLOR check).
         .with_ansi(std::io::stderr().is_terminal() && !crate::no_color());

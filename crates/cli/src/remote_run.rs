@@ -29,6 +29,7 @@ use tracing::{error, info, warn};
 
 use crate::Exit;
 use crate::args::RunArgs;
+use crate::graphfile::FileEvent;
 use crate::hier::{self, Creds, Notice, Tree};
 use crate::output::Events;
 use crate::progress::Progress;
@@ -101,7 +102,7 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
     );
 
     // Every graph file of the tree is watched for live edits (unless --no-watch).
-    let (file_tx, mut file_rx) = mpsc::channel::<()>(1);
+    let (file_tx, mut file_rx) = mpsc::channel::<FileEvent>(1);
     let watch = if args.no_watch {
         None
     } else {
@@ -186,7 +187,11 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
                 Some(ev) => relay.on_event(ev),
                 None => { fleet_over = true; break ExitReason::HostsDone }
             },
-            Some(()) = file_rx.recv() => {
+            Some(ev) = file_rx.recv() => if let FileEvent::Writing(file) = ev {
+                // Read once closed or renamed into place: never copied half-written.
+                info!("{} is being written; it is read once closed", file.display());
+                events.emit(&Event::GraphWriting { file });
+            } else {
                 for n in router.changed(&registry).await {
                     match n {
                         Notice::Invalid { host, file, diags, errors } => {
@@ -251,7 +256,7 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
                         ),
                     }
                 }
-            }
+            },
         }
     };
     match reason {
@@ -278,16 +283,40 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
 
     // Wait for the fleet to finish cleaning up, relaying its last events; a second ^C forces.
     let mut fleet = fleet;
+    // After a second ^C the hosts get FORCE_BUDGET to confirm, whatever the network does;
+    // then we leave (their children end by themselves once our store is gone).
+    let mut forced_by: Option<tokio::time::Instant> = None;
     let report = loop {
+        let forced_wait = async {
+            match forced_by {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = &mut fleet => break r.context("the remote fleet task failed")?,
             ev = ev_rx.recv(), if !fleet_over => match ev {
                 Some(ev) => relay.on_event(ev),
                 None => fleet_over = true,
             },
-            _ = signals.interrupt() => {
+            _ = signals.interrupt(), if forced_by.is_none() => {
                 warn!("second interrupt: forcing every host down now");
                 force.cancel();
+                forced_by = Some(tokio::time::Instant::now() + FORCE_BUDGET);
+            }
+            _ = forced_wait => {
+                while let Ok(ev) = ev_rx.try_recv() {
+                    relay.on_event(ev);
+                }
+                relay.progress.finish();
+                let pending: Vec<String> = relay.unconfirmed();
+                error!(
+                    "forced exit: no confirmation within {:.1}s from {}; a child left running ends by itself within {}s of losing our store",
+                    FORCE_BUDGET.as_secs_f64(),
+                    if pending.is_empty() { "some hosts".to_string() } else { pending.join(", ") },
+                    crate::child::STORE_LOST_TIMEOUT.as_secs()
+                );
+                return Ok(Exit::Failed);
             }
         }
     };
@@ -320,7 +349,15 @@ struct Relay<'t> {
     sub_summaries: BTreeMap<String, Event>,
 }
 
+/// How long a second ^C waits for the hosts before the initiator leaves anyway.
+const FORCE_BUDGET: Duration = Duration::from_millis(1500);
+
 impl Relay<'_> {
+    /// The hosts that have not reported their end yet.
+    fn unconfirmed(&self) -> Vec<String> {
+        self.alive.borrow().iter().cloned().collect()
+    }
+
     /// A host that is gone takes the hosts it runs with it.
     fn gone(&self, host: &str) {
         let below = self.tree.subtree_hosts(host);

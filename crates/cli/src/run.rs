@@ -20,7 +20,7 @@ use tracing::{error, info, warn};
 use crate::Exit;
 use crate::args::RunArgs;
 use crate::collect;
-use crate::graphfile::{self, FileWatch};
+use crate::graphfile::{self, FileEvent, FileWatch};
 use crate::output::{self, Events};
 use crate::signals::Signals;
 use crate::storelink;
@@ -33,6 +33,8 @@ enum Stop {
     Interrupted(&'static str),
     MaxRuntime,
     Lifeline,
+    /// `--store-lost-timeout` passed without an answer from the store.
+    StoreLost,
 }
 
 impl Stop {
@@ -43,6 +45,7 @@ impl Stop {
             Stop::Interrupted(_) => ExitReason::Interrupted,
             Stop::MaxRuntime => ExitReason::MaxRuntime,
             Stop::Lifeline => ExitReason::Lifeline,
+            Stop::StoreLost => ExitReason::StoreLost,
         }
     }
 }
@@ -53,16 +56,19 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
         .clone()
         .context("--yaml FILE is required (or --remote FILE)")?;
     let registry = resources::registry();
+    // Watched before the first read, so that a version written in between is not missed (its
+    // event rereads the file). Its own failure counts only once the file could be read.
+    let (file_tx, mut file_rx) = mpsc::channel(1);
+    let file_watch = (!args.no_watch).then(|| FileWatch::new(std::slice::from_ref(&path), file_tx));
     let text = match graphfile::read(&path) {
         Ok(text) => text,
-        Err(e) => {
+        Err(diags) => {
             // A graph file that is missing or unreadable is bad input, like one that does not
-            // parse: one line, exit 2.
-            eprintln!("error: {e:#}");
-            let file = path.display().to_string();
+            // parse: one line (bytes that are no graph text: at their position), exit 2.
+            eprintln!("{}", graphfile::render(&diags));
             events.emit(&Event::GraphInvalid {
-                errors: vec![fleet::Diagnostic::whole_file(&file, format!("{e:#}"))],
-                file: Some(file),
+                errors: fleet::tree::diagnostics(&diags),
+                file: Some(path.display().to_string()),
                 host: None,
             });
             return Ok(Exit::BadInput);
@@ -108,6 +114,7 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
         text,
         collected: Vec::new(),
         failed: BTreeSet::new(),
+        reported: collect::Reported::default(),
     };
     // A remote child's flag is what its initiator decides the cluster's convergence on: it
     // says `true` only after the run's converged timeout of quiet (see the publisher).
@@ -124,12 +131,7 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
         .filter(|_| flag_read)
         .map(|s| s.spawn_converged_publisher(&converger, hold, cancel.child_token()));
 
-    let (file_tx, mut file_rx) = mpsc::channel(1);
-    let _file_watch = if args.no_watch {
-        None
-    } else {
-        Some(FileWatch::new(std::slice::from_ref(&path), file_tx)?)
-    };
+    let _file_watch = file_watch.transpose()?;
     let mut store = store;
     let mut exports_rx = match store.as_mut() {
         Some(s) => {
@@ -144,7 +146,7 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
     if let Some(rx) = exports_rx.as_mut() {
         state.collected = rx.borrow_and_update().clone();
     }
-    swap(&engine, &state, &registry, &args, &events).await;
+    swap(&engine, &mut state, &registry, &args, &events).await;
     main_part.set_busy(false);
 
     // Hierarchical runs: a remote child whose graph has `remotes:` runs them as its own fleet
@@ -184,8 +186,10 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
     // it; nobody has to scrape log lines for it).
     let mut conv_rx = converger.subscribe();
     let mut converged_now: Option<bool> = None;
+    let store_lost = store.as_ref().map(|s| s.lost()).unwrap_or_default();
     let stop = loop {
         tokio::select! {
+            _ = store_lost.cancelled() => break Stop::StoreLost,
             Ok(()) = conv_rx.changed() => {
                 let c = conv_rx.borrow_and_update().converged;
                 if converged_now != Some(c) {
@@ -206,12 +210,17 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
                 }
             }
 
-            Some(()) = file_rx.recv() => {
+            Some(ev) = file_rx.recv() => if let FileEvent::Writing(file) = ev {
+                // Not read: a version is taken once its writer closes it or renames it into
+                // place (a half-written graph that happens to parse must never be applied).
+                info!("{} is being written; it is read once closed", file.display());
+                events.emit(&Event::GraphWriting { file });
+            } else {
                 main_part.set_busy(true);
                 if reload(&path, &mut state, &registry, &events) {
                     // Our own change first, then tell the others: every collector wakes up at
                     // once and competes for the machine with the host that made the change.
-                    swap(&engine, &state, &registry, &args, &events).await;
+                    swap(&engine, &mut state, &registry, &args, &events).await;
                     if let (Some(s), false) = (store.as_ref(), args.noop)
                         && let Err(e) = s.publish(&collect::exports_of(&state.spec, &hostname)).await
                     {
@@ -219,11 +228,11 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
                     }
                 }
                 main_part.set_busy(false);
-            }
+            },
             Ok(()) = async { match exports_rx.as_mut() { Some(rx) => rx.changed().await, None => std::future::pending().await } } => {
                 main_part.set_busy(true);
                 state.collected = exports_rx.as_mut().map(|rx| rx.borrow_and_update().clone()).unwrap_or_default();
-                swap(&engine, &state, &registry, &args, &events).await;
+                swap(&engine, &mut state, &registry, &args, &events).await;
                 main_part.set_busy(false);
             }
         }
@@ -239,6 +248,10 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
             args.max_runtime.secs().unwrap_or_default()
         ),
         Stop::Lifeline => info!("lifeline to the initiator closed, exiting"),
+        Stop::StoreLost => warn!(
+            "the store has not answered for {}s: the initiator or the tunnel to it is gone; exiting",
+            args.store_lost_timeout.secs().unwrap_or_default()
+        ),
     }
     events.emit(&Event::Exit {
         reason: stop.reason(),
@@ -258,19 +271,40 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
             state.on_engine_event(ev, &events);
         }
         cancel.cancel();
-        if let Some(p) = publisher {
-            let _ = p.await;
-        }
-        if let Some(s) = store {
-            s.close().await;
+        // A store that stopped answering gets a moment to take our last words, not more.
+        let store_wait = if stop == Stop::StoreLost {
+            Duration::from_secs(1)
+        } else {
+            Duration::MAX
+        };
+        let store_done = async {
+            if let Some(p) = publisher {
+                let _ = p.await;
+            }
+            if let Some(s) = store {
+                s.close().await;
+            }
+        };
+        if tokio::time::timeout(store_wait, store_done).await.is_err() {
+            warn!("the store did not answer; leaving without its goodbye");
         }
     };
     tokio::select! {
         _ = shutdown => {}
         _ = signals.interrupt() => {
             warn!("second interrupt: forcing exit");
+            // (sshd's SIGHUP to a child whose connection dropped lands here too.)
+            if let Some(dir) = &args.run_dir {
+                remove_run_dir(dir);
+            }
             return Ok(Exit::Failed);
         }
+    }
+    if let Some(dir) = &args.run_dir {
+        remove_run_dir(dir);
+    }
+    if stop == Stop::StoreLost {
+        return Ok(Exit::Failed);
     }
     if !state.failed.is_empty() {
         let names: Vec<String> = state.failed.iter().map(ToString::to_string).collect();
@@ -280,11 +314,34 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
+/// Removes a remote child's run dir as it ends, if it is this process's: its pid file (written
+/// by the wrapper that exec'd us) names our pid. Anything else is left to the initiator.
+fn remove_run_dir(dir: &Path) {
+    let pid_file = dir.join("mgmt.pid");
+    let ours = std::fs::read_to_string(&pid_file).ok().is_some_and(|s| {
+        s.split_whitespace().next() == Some(std::process::id().to_string().as_str())
+    });
+    if !ours {
+        warn!(
+            "not removing {}: its pid file does not name this process",
+            dir.display()
+        );
+        return;
+    }
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => tracing::debug!("removed the run dir {}", dir.display()),
+        Err(e) => warn!("cannot remove the run dir {}: {e}", dir.display()),
+    }
+}
+
 struct State {
     spec: yamlgraph::GraphSpec,
     text: String,
     collected: Vec<store::ExportedResource>,
     failed: BTreeSet<ResId>,
+    /// Refused exports already logged: each is logged once per change of its record, not on
+    /// every swap.
+    reported: collect::Reported,
 }
 
 impl State {
@@ -322,8 +379,22 @@ impl State {
 fn reload(path: &Path, state: &mut State, registry: &Registry, events: &Events) -> bool {
     let text = match graphfile::read(path) {
         Ok(t) => t,
-        Err(e) => {
-            warn!("{e:#}; keeping the running graph");
+        Err(diags) => {
+            if let Some(message) = diags.unreadable() {
+                // Gone or unreadable for now (mid-rename, say): the next version comes with
+                // its own event.
+                warn!("{message}; keeping the running graph");
+            } else {
+                error!(
+                    "new version of {} is invalid; keeping the running graph:\n{diags}",
+                    path.display()
+                );
+                events.emit(&Event::GraphInvalid {
+                    file: Some(path.display().to_string()),
+                    host: None,
+                    errors: fleet::tree::diagnostics(&diags),
+                });
+            }
             return false;
         }
     };
@@ -353,14 +424,14 @@ fn reload(path: &Path, state: &mut State, registry: &Registry, events: &Events) 
 
 async fn swap(
     engine: &Engine,
-    state: &State,
+    state: &mut State,
     registry: &Registry,
     args: &RunArgs,
     events: &Events,
 ) {
-    let (graph, warnings) = collect::assemble(&state.spec, &state.collected, registry);
-    for w in &warnings {
-        warn!("{w}");
+    let (graph, refusals) = collect::assemble(&state.spec, &state.collected, registry);
+    for line in state.reported.fresh(&refusals) {
+        warn!("{line}");
     }
     if let Some(file) = &args.graphviz
         && let Err(e) = crate::graphviz::write(file, &state.spec.graph, &graph)

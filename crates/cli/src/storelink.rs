@@ -24,6 +24,17 @@ pub struct StoreLink {
     tasks: Vec<JoinHandle<()>>,
 }
 
+impl StoreLink {
+    /// Cancelled when this host's lease has not been renewed for `--store-lost-timeout`
+    /// (never without one, or without a lease).
+    pub fn lost(&self) -> CancellationToken {
+        match &self.lease {
+            Some(l) => l.lost(),
+            None => CancellationToken::new(),
+        }
+    }
+}
+
 /// Parse `http://host:port` (the only scheme we serve) into a socket address.
 /// The address of a store URL that must be an IP address and a port (a listen address, a
 /// tunnel's end).
@@ -67,7 +78,10 @@ pub async fn connect(
             let all: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
             format!("cannot connect to the store at {}", all.join(","))
         })?;
-    let lease = match store.register_host(host, Duration::from_secs(10)).await {
+    let lease = match store
+        .register_host_watched(host, Duration::from_secs(10), args.store_lost_timeout.0)
+        .await
+    {
         Ok(l) => Some(l),
         Err(e) => {
             warn!("cannot register host liveness: {e}");
@@ -90,8 +104,20 @@ async fn start_server(args: &RunArgs, cancel: CancellationToken) -> Result<store
     if !listen.ip().is_loopback() {
         warn!("the embedded store listens on {listen}, beyond loopback, as asked by --client-urls");
     }
+    // etcd's spelling of the total quota: 0 is the default, negative is none.
+    let quota_backend_bytes = match args.quota_backend_bytes {
+        0 => Some(store::DEFAULT_QUOTA_BACKEND_BYTES),
+        n if n < 0 => None,
+        n => Some(n as u64),
+    };
     let cfg = store::ServerConfig {
         listen,
+        max_request_bytes: args.max_request_bytes,
+        quota_backend_bytes,
+        host_quota: store::Quota {
+            max_keys: args.store_host_max_keys,
+            max_bytes: args.store_host_max_bytes,
+        },
         ..Default::default()
     };
     store::serve(cfg, cancel)

@@ -451,3 +451,125 @@ fn deep_nesting_is_bad_input_everywhere_not_a_crash() {
         assert!(err.contains("deeper than"), "{args:?}: {err}");
     }
 }
+
+/// Graph files whose bytes are no graph text, with where and what the error says: one not
+/// UTF-8 (at its first invalid byte) and one over the size limit (where it is crossed; only
+/// the limit and one byte more are ever read).
+fn bad_bytes(dir: &Path, remote: &str) -> Vec<(std::path::PathBuf, (usize, usize), &'static str)> {
+    let head = format!("graph: g\nremote: {remote}\nresources: {{}}\n");
+    let latin1 = dir.join("latin1.yaml");
+    let mut bytes = head.clone().into_bytes();
+    bytes.extend(b"comment: caf\xe9\n");
+    std::fs::write(&latin1, &bytes).unwrap();
+    let huge = dir.join("huge.yaml");
+    let limit = yamlgraph::MAX_FILE_BYTES;
+    let pad = "# padding\n";
+    let mut text = head.clone();
+    text.push_str(&pad.repeat((limit - head.len()) / pad.len() + 1));
+    std::fs::write(&huge, &text).unwrap();
+    // The limit's byte: on the line after the head's and every padding line before it.
+    let (lines, col) = (
+        (limit - head.len()) / pad.len(),
+        (limit - head.len()) % pad.len(),
+    );
+    vec![
+        (latin1, (4, 13), "not valid UTF-8"),
+        (
+            huge,
+            (4 + lines, col + 1),
+            "larger than the limit of 16 MiB",
+        ),
+    ]
+}
+
+/// Bytes that are no graph text (not UTF-8, over the size limit) are bad input in every path
+/// that reads graphs (run, check, remote): exit 2 with file, line and column.
+#[test]
+fn bad_bytes_are_bad_input_everywhere_at_their_position() {
+    let t = tempfile::tempdir().unwrap();
+    for (g, (line, col), what) in bad_bytes(t.path(), "ssh://root@127.0.0.1:1") {
+        let at = format!("{}:{line}:{col}", g.display());
+        let g = g.to_str().unwrap();
+        for args in [
+            vec!["run", "--no-server", "--yaml", g],
+            vec!["check", g],
+            vec!["run", "--client-urls", "http://127.0.0.1:0", "--remote", g],
+        ] {
+            let o = output(&args);
+            let err = text(&o.stderr);
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+            assert!(err.contains(&at), "{args:?}: {at}: {err}");
+            assert!(err.contains(what), "{args:?}: {err}");
+        }
+    }
+}
+
+/// The same for a live edit, of `--yaml` and of a `--remote` file: reported at its position
+/// (`graph_invalid`), and the running graph stays (a remote host is not sent it). The remote
+/// host is a port that accepts and never speaks SSH, so the host stays `connecting` while its
+/// file is edited.
+#[test]
+fn a_live_edit_with_bad_bytes_is_reported_at_its_position_and_not_taken() {
+    let t = tempfile::tempdir().unwrap();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let remote = format!("ssh://root@{}", silent.local_addr().unwrap());
+    let bad = bad_bytes(t.path(), &remote);
+    let local = good_graph(t.path());
+    let g = t.path().join("remote.yaml");
+    write(
+        &g,
+        &format!("graph: g\nremote: {remote}\nresources: {{}}\n"),
+    );
+    let home = t.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let mut cmd = mgmt();
+    cmd.env("HOME", &home).env_remove("SSH_AUTH_SOCK");
+    for (mut r, file) in [
+        (
+            Running::start(&["--no-server", "--yaml", local.to_str().unwrap()]),
+            &local,
+        ),
+        (
+            Running::start_cmd(
+                cmd,
+                &[
+                    "--client-urls",
+                    "http://127.0.0.1:0",
+                    "--remote",
+                    g.to_str().unwrap(),
+                ],
+            ),
+            &g,
+        ),
+    ] {
+        if file == &local {
+            r.wait_applied("file[f]", "changed");
+        } else {
+            r.wait_event("connecting", |v| {
+                v["event"] == "host_state" && v["state"] == "connecting"
+            });
+        }
+        for (bytes, at, what) in &bad {
+            r.mark();
+            let tmp = file.with_extension("tmp~");
+            std::fs::copy(bytes, &tmp).unwrap();
+            std::fs::rename(&tmp, file).unwrap();
+            let invalid = r.wait_event("graph_invalid", |v| v["event"] == "graph_invalid");
+            let e = &invalid["errors"][0];
+            assert_eq!(e["file"], file.to_str().unwrap(), "{invalid}");
+            assert_eq!(
+                (&e["line"], &e["column"]),
+                (&at.0.into(), &at.1.into()),
+                "{invalid}"
+            );
+            assert!(e["message"].as_str().unwrap().contains(what), "{invalid}");
+        }
+        let (st, err) = r.interrupt();
+        assert_eq!(st.code(), Some(0), "{err}");
+        let count = |kind: &str| r.seen.iter().filter(|v| v["event"] == kind).count();
+        assert!(count("swapped") <= 1, "only the first graph: {:#?}", r.seen);
+        assert_eq!(count("graph_copied"), 0, "nothing copied: {:#?}", r.seen);
+        support::assert_schema(&r.seen);
+    }
+    drop(silent);
+}

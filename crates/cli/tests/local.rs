@@ -330,3 +330,100 @@ fn reading_the_graph_file_is_not_an_edit() {
     let (st, err) = r.interrupt();
     assert!(st.success(), "{err}");
 }
+
+/// A slow writer (issue 11, point 3): the graph file is truncated and a first part written, a
+/// part that is a valid graph of its own with a resource (`file[m]` at `mark`) that the whole
+/// graph does not have; the file is held open. mgmt must say it waits for the close
+/// (`graph_writing`) and take nothing, then apply the whole graph once the file is closed.
+/// Faulty code reads the half and applies it (`mark` would be created): the first wait tells
+/// the two apart, so this fails with "half-written graph applied" instead of timing out.
+#[test]
+fn a_graph_file_is_taken_when_its_writer_closes_it_never_half_written() {
+    use std::io::Write;
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let g = d.join("g.yaml");
+    let keep = format!(
+        "graph: g\nresources:\n  file:\n  - name: keep\n    path: {}/keep\n    content: \"k\\n\"\n",
+        d.display()
+    );
+    write(&g, &keep);
+    let mut r = Running::start(&["--no-server", "--yaml", g.to_str().unwrap()]);
+    r.wait_applied("file[keep]", "changed");
+
+    let whole = format!(
+        "{keep}  - name: m\n    state: exists\n    path: {}/marker\n    content: \"whole\\n\"\n",
+        d.display()
+    );
+    // Cut in the middle of the path: `.../mark` is a graph of its own.
+    let cut = whole.find("/marker").unwrap() + "/mark".len();
+    r.mark();
+    let mut f = fs::File::create(&g).unwrap();
+    f.write_all(&whole.as_bytes()[..cut]).unwrap();
+    f.flush().unwrap();
+    let seen = r.wait_event("graph_writing (or the half applied)", |v| {
+        v["event"] == "graph_writing" || (v["event"] == "applied" && v["id"] == "file[m]")
+    });
+    assert_eq!(
+        seen["event"], "graph_writing",
+        "half-written graph applied: {seen}"
+    );
+    assert_eq!(seen["file"], g.to_str().unwrap(), "{seen}");
+    f.write_all(&whole.as_bytes()[cut..]).unwrap();
+    drop(f);
+    r.wait_applied("file[m]", "changed");
+    assert_eq!(fs::read_to_string(d.join("marker")).unwrap(), "whole\n");
+    assert!(!d.join("mark").exists(), "the half's resource was applied");
+    let at = r.seen.iter().position(|v| v == &seen).unwrap();
+    let after = &r.seen[at..];
+    let swaps: Vec<_> = after.iter().filter(|v| v["event"] == "swapped").collect();
+    assert_eq!(swaps.len(), 1, "one version taken: {swaps:#?}");
+    assert!(
+        swaps[0]["kept"].to_string().contains("file[keep]"),
+        "{swaps:#?}"
+    );
+    assert!(
+        !after.iter().any(|v| v["event"] == "graph_invalid"),
+        "nothing half-written (nor the empty file) was read: {after:#?}"
+    );
+    let (st, err) = r.interrupt();
+    assert!(st.success(), "{err}");
+    support::assert_schema(&r.seen);
+}
+
+/// A new version renamed into place is taken once, and a rename is never "being written".
+/// The second edit is the barrier: its swap comes after anything the first one caused.
+#[test]
+fn a_graph_file_renamed_into_place_is_taken_once() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let g = d.join("g.yaml");
+    write(&g, &file_graph(d, &[("a", "a\n")]));
+    let mut r = Running::start(&["--no-server", "--yaml", g.to_str().unwrap()]);
+    r.wait_applied("file[a]", "changed");
+    r.mark();
+    let from = r.seen.len();
+    write(&g, &file_graph(d, &[("a", "a\n"), ("b", "b\n")]));
+    r.wait_applied("file[b]", "changed");
+    write(
+        &g,
+        &file_graph(d, &[("a", "a\n"), ("b", "b\n"), ("c", "c\n")]),
+    );
+    r.wait_applied("file[c]", "changed");
+    let events = |kind: &str| {
+        r.seen[from..]
+            .iter()
+            .filter(|v| v["event"] == kind)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let swaps = events("swapped");
+    assert_eq!(swaps.len(), 2, "one swap per rename: {swaps:#?}");
+    assert!(
+        swaps[0]["added"].to_string().contains("file[b]"),
+        "{swaps:#?}"
+    );
+    assert!(events("graph_writing").is_empty(), "{:#?}", r.seen);
+    let (st, err) = r.interrupt();
+    assert!(st.success(), "{err}");
+}

@@ -764,8 +764,8 @@ fn children_exit_by_themselves_when_the_initiator_dies() {
     let mut r = bed.start(&[&a, &b], &[]);
     r.wait_event("a applied", |v| applied_line(v, &na, "file[file2b]"));
     r.wait_event("b applied", |v| applied_line(v, &nb, "file[file2a]"));
-    // No cleanup can happen: the connections just drop. Each child sees its lifeline go
-    // (stdin at EOF) and exits; only the run dirs stay behind.
+    // No cleanup can happen from here: the connections just drop. Each child sees its
+    // lifeline go (stdin at EOF), exits and removes its own run dir (store.cred included).
     // SAFETY: kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(r.pid, libc::SIGKILL) }, 0);
     let (st, _) = r.wait();
@@ -777,6 +777,7 @@ fn children_exit_by_themselves_when_the_initiator_dies() {
             h.name,
             bed.mgmt_processes(h)
         );
+        bed.assert_clean(h);
     }
 }
 

@@ -62,6 +62,9 @@ pub enum ExitReason {
     MaxRuntime,
     /// A remote child's initiator went away (its stdin closed).
     Lifeline,
+    /// A remote child's store (its initiator, through the tunnel) did not answer for its
+    /// `--store-lost-timeout`.
+    StoreLost,
     /// With `--remote`: every host has ended or failed.
     HostsDone,
 }
@@ -126,6 +129,9 @@ pub enum Event {
         host: Option<String>,
         errors: Vec<Diagnostic>,
     },
+    /// A graph file is being written (written, not closed yet): it is read once its writer
+    /// closes it or renames it into place, never half-written. Once per burst of writes.
+    GraphWriting { file: PathBuf },
     /// The embedded store is listening.
     StoreListening { url: String },
     /// The run ends.
@@ -364,6 +370,9 @@ mod tests {
                 file: "/tmp/a.yaml".into(),
                 from: "h1".into(),
                 to: "h2".into(),
+            },
+            Event::GraphWriting {
+                file: "/tmp/a.yaml".into(),
             },
             Event::HostFailed {
                 host: "h1".into(),

@@ -32,10 +32,11 @@ use crate::Event;
 /// The name of a child's store credentials file in its run dir (named on its command line).
 pub const CRED_FILE: &str = "store.cred";
 
-/// Reads a graph file; the error names the path.
-fn read_graph(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read graph file {}: {e}", path.display()))
+/// Reads a graph file (`yamlgraph::read_file`: the size limit, UTF-8 and a complete version,
+/// as every path reads one). A file that cannot be read at all is one diagnostic without a
+/// position (`Diagnostics::unreadable`).
+fn read_graph(path: &Path) -> Result<String, yamlgraph::Diagnostics> {
+    yamlgraph::read_file(path)
 }
 
 /// Parses a graph file's text; every diagnostic at once on failure.
@@ -173,8 +174,15 @@ impl Tree {
         let mut problem = |message: String| problems.push(Problem::whole(&file, message));
         let text = match read_graph(&file) {
             Ok(t) => t,
-            Err(e) => {
-                problem(format!("{e:#}"));
+            Err(diags) => {
+                match diags.unreadable() {
+                    Some(message) => problem(message.to_string()),
+                    None => problems.push(Problem {
+                        file: file.clone(),
+                        message: diags.to_string(),
+                        diagnostics: diagnostics(&diags),
+                    }),
+                }
                 return None;
             }
         };
@@ -434,8 +442,21 @@ impl Router {
     pub async fn changed(&mut self, registry: &Registry) -> Vec<Notice> {
         let mut notices = Vec::new();
         for w in &mut self.files {
-            let Ok(text) = read_graph(&w.file) else {
-                continue;
+            let text = match read_graph(&w.file) {
+                Ok(text) => text,
+                // Gone or unreadable for now: its next version is seen when it comes.
+                Err(d) if d.unreadable().is_some() => continue,
+                // Bytes that are no graph text (not UTF-8, too large): reported like a version
+                // that does not parse; the host keeps the last one.
+                Err(diags) => {
+                    notices.push(Notice::Invalid {
+                        host: w.host.clone(),
+                        file: w.file.clone(),
+                        diags: diags.to_string(),
+                        errors: diagnostics(&diags),
+                    });
+                    continue;
+                }
             };
             if text == w.last {
                 continue;
@@ -752,6 +773,62 @@ mod tests {
             text.iter().any(|m| m.contains("host b is already")),
             "{text:?}"
         );
+    }
+
+    /// Bytes that are no graph text stop the run at their position, in a file of the tree and
+    /// in a live edit alike (which is then not copied).
+    #[tokio::test]
+    async fn non_utf8_and_oversize_files_are_named_at_their_position() {
+        let d = tempfile::tempdir().unwrap();
+        let a = graph(d.path(), "a.yaml", "a", &["l.yaml"]);
+        let l = graph(d.path(), "l.yaml", "l", &[]);
+        let good = std::fs::read(&l).unwrap();
+        let mut bad = good.clone();
+        bad.extend(b"comment: caf\xe9\n");
+        std::fs::write(&l, &bad).unwrap();
+        let registry = resources::registry();
+        let problems =
+            Tree::load(std::slice::from_ref(&a), &resolve_local, &registry).expect_err("not UTF-8");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let at = (
+            problems[0].diagnostics[0].line,
+            problems[0].diagnostics[0].column,
+        );
+        assert_eq!(at, (4, 13), "{problems:?}");
+        assert!(
+            problems[0].message.contains("l.yaml:4:13"),
+            "{}",
+            problems[0].message
+        );
+
+        std::fs::write(&l, &good).unwrap();
+        let t = Tree::load(&[a], &resolve_local, &registry).unwrap();
+        let creds: Creds = t
+            .hosts()
+            .into_iter()
+            .map(|h| (h.clone(), Credentials::new(h, "s").unwrap()))
+            .collect();
+        let settings = Settings {
+            cconns: 1,
+            caching: true,
+            tmp_prefix: "/tmp".into(),
+            accept_new_host_keys: false,
+            grace_secs: 5,
+        };
+        let (_targets, mut router) = pack(&t, &t.top, &creds, &settings, &registry).unwrap();
+        let mut huge = good.clone();
+        huge.resize(yamlgraph::MAX_FILE_BYTES + 1, b'\n');
+        // The limit's byte is on the line after the graph's three and every newline before it.
+        let limit_line = 4 + (yamlgraph::MAX_FILE_BYTES - good.len()) as u32;
+        for (bytes, at) in [(bad, (4, 13)), (huge, (limit_line, 1))] {
+            std::fs::write(&l, &bytes).unwrap();
+            let notices = router.changed(&registry).await;
+            let [Notice::Invalid { host, errors, .. }] = notices.as_slice() else {
+                panic!("one invalid version");
+            };
+            assert_eq!(host, "l");
+            assert_eq!((errors[0].line, errors[0].column), at, "{errors:?}");
+        }
     }
 
     #[test]

@@ -157,6 +157,15 @@ pub enum Error {
         step: Step,
         message: String,
     },
+    #[error("cannot copy the binary to {host}:{dir}: {reason}")]
+    Upload {
+        host: String,
+        dir: String,
+        reason: String,
+    },
+    /// The connection was given up: nothing came back from the host for `secs`.
+    #[error("no answer from {host} for {secs} s")]
+    Silent { host: String, secs: u64 },
     #[error("remote mgmt on {host} ended with {exit}")]
     ChildFailed { host: String, exit: ChildExit },
     #[error("graph file name {file:?} cannot be used on the remote host: {reason}")]

@@ -26,6 +26,7 @@ pub use fleet::{
     HostState, LocalEnv, RemoteEvent, Target, TargetExtras, run_fleet, run_fleet_dynamic,
     run_fleet_with, sha256_file,
 };
+pub use session::SILENCE;
 pub use upload::sha256_is;
 pub use url::{RemoteUrl, UrlError};
 pub use words::UnknownWord;

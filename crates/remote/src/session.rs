@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -142,10 +143,37 @@ pub(crate) struct Client {
     accept_new: bool,
     problem: Arc<Mutex<Option<Error>>>,
     forward: Option<Forward>,
+    /// Set when the connection ended because the host stopped answering keepalives.
+    silent: Arc<AtomicBool>,
 }
+
+/// How often a quiet connection asks the host for a sign of life, and how many unanswered
+/// asks end it: a host that says nothing for [`SILENCE`] (a cut link, a frozen machine) is
+/// reported as such instead of holding the run until TCP gives up.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_MAX: usize = 2;
+/// The silence after which a connection is given up: the keepalive that goes unanswered
+/// `KEEPALIVE_MAX + 1` times in a row.
+pub const SILENCE: Duration = Duration::from_secs(5 * (KEEPALIVE_MAX as u64 + 1));
 
 impl client::Handler for Client {
     type Error = russh::Error;
+
+    async fn disconnected(
+        &mut self,
+        reason: client::DisconnectReason<Self::Error>,
+    ) -> Result<(), Self::Error> {
+        match reason {
+            client::DisconnectReason::ReceivedDisconnect(_) => Ok(()),
+            client::DisconnectReason::Error(e) => {
+                if matches!(e, russh::Error::KeepaliveTimeout) {
+                    self.silent.store(true, Ordering::SeqCst);
+                    tracing::debug!(host = %self.label, "no answer to keepalives for {SILENCE:?}");
+                }
+                Err(e)
+            }
+        }
+    }
 
     async fn check_server_key(
         &mut self,
@@ -240,6 +268,8 @@ pub(crate) struct Session {
     pub label: String,
     tunnel_cancel: CancellationToken,
     tunnel_tasks: TaskTracker,
+    /// Shared by every hop's handler: set when one of them stopped answering.
+    silent: Arc<AtomicBool>,
 }
 
 fn same_family(a: &russh::keys::Algorithm, b: &russh::keys::Algorithm) -> bool {
@@ -261,8 +291,8 @@ fn client_config(ep: &Endpoint) -> Arc<client::Config> {
         preferred,
         nodelay: true,
         inactivity_timeout: None,
-        keepalive_interval: Some(Duration::from_secs(15)),
-        keepalive_max: 4,
+        keepalive_interval: Some(KEEPALIVE_INTERVAL),
+        keepalive_max: KEEPALIVE_MAX,
         ..Default::default()
     })
 }
@@ -271,6 +301,7 @@ async fn handshake<S>(
     stream: S,
     ep: &Endpoint,
     forward: Option<Forward>,
+    silent: &Arc<AtomicBool>,
 ) -> Result<client::Handle<Client>, Error>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -284,6 +315,7 @@ where
         accept_new: ep.accept_new,
         problem: problem.clone(),
         forward,
+        silent: silent.clone(),
     };
     match client::connect_stream(client_config(ep), stream, handler).await {
         Ok(h) => Ok(h),
@@ -358,8 +390,14 @@ impl Session {
         };
         let _ = tcp.set_nodelay(true);
         let last = hops.len() - 1;
-        let mut handle =
-            handshake(tcp, first, (last == 0).then(|| forward.clone()).flatten()).await?;
+        let silent = Arc::new(AtomicBool::new(false));
+        let mut handle = handshake(
+            tcp,
+            first,
+            (last == 0).then(|| forward.clone()).flatten(),
+            &silent,
+        )
+        .await?;
         authenticate(&mut handle, first, opts).await?;
         let mut jumps = Vec::new();
         for (i, next) in hops.iter().enumerate().skip(1) {
@@ -368,7 +406,7 @@ impl Session {
                 .await
                 .map_err(Error::ssh(&hops[i - 1].label, Step::Connect))?;
             let fwd = (i == last).then(|| forward.clone()).flatten();
-            let mut h = handshake(ch.into_stream(), next, fwd).await?;
+            let mut h = handshake(ch.into_stream(), next, fwd, &silent).await?;
             authenticate(&mut h, next, opts).await?;
             jumps.push(std::mem::replace(&mut handle, h));
         }
@@ -378,7 +416,27 @@ impl Session {
             label: label.to_string(),
             tunnel_cancel,
             tunnel_tasks,
+            silent,
         })
+    }
+
+    /// Whether the connection was given up because the host (or a jump host on the way)
+    /// answered nothing for [`SILENCE`].
+    pub fn went_silent(&self) -> bool {
+        self.silent.load(Ordering::SeqCst)
+    }
+
+    /// `e`, or the plain "no answer" when the connection died of silence (whatever step
+    /// noticed it first, its error is only a consequence).
+    pub fn explain(&self, e: Error) -> Error {
+        if self.went_silent() && !matches!(e, Error::Silent { .. }) {
+            Error::Silent {
+                host: self.label.clone(),
+                secs: SILENCE.as_secs(),
+            }
+        } else {
+            e
+        }
     }
 
     /// Asks sshd to listen on the host's loopback (port chosen by sshd) and forward to us.

@@ -12,7 +12,7 @@ use russh::ChannelMsg;
 use russh_sftp::client::RawSftpSession;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
 
-use crate::error::{Error, Step};
+use crate::error::{ChildExit, Error, Step};
 use crate::session::Session;
 
 /// Quotes `s` for a POSIX shell.
@@ -55,6 +55,11 @@ pub(crate) struct Probe {
     pub bin_dir: String,
     pub hit: bool,
     pub run_dir: String,
+    /// `PID-START` of the sshd process serving this connection: upload temp files carry it in
+    /// their name, so the next run's sweep knows whether their upload still runs.
+    pub conn: String,
+    /// How many stale run dirs and upload temp files the probe removed.
+    pub swept: u32,
 }
 
 /// A file the run dir starts with (the graph, the child's credentials, the files a host hands
@@ -125,8 +130,10 @@ pub(crate) async fn probe(
     };
     // A failure after the run dir exists removes it: nobody else knows its name yet.
     let script = format!(
-        "set -e; umask 077; r=$(mktemp -d {template}); trap 'rm -rf \"$r\"' EXIT; {cache}; \
-         {seed}trap - EXIT; printf 'bin=%s\\nstatus=%s\\nrun=%s\\n' \"$c\" \"$s\" \"$r\"",
+        "set -e; umask 077; {sweep}r=$(mktemp -d {template}); trap 'rm -rf \"$r\"' EXIT; {own}{cache}; \
+         {seed}trap - EXIT; printf 'bin=%s\\nstatus=%s\\nrun=%s\\nconn=%s\\n' \"$c\" \"$s\" \"$r\" \"$conn\"",
+        sweep = crate::fleet::scripts::sweep_script(tmp_prefix),
+        own = crate::fleet::scripts::own_script(),
         seed = seed_script(seed),
     );
     let stdin: Vec<u8> = seed.iter().flat_map(|f| f.bytes.iter().copied()).collect();
@@ -139,11 +146,18 @@ pub(crate) async fn probe(
             .find_map(|l| l.strip_prefix(k).map(str::to_string))
             .filter(|v| v.starts_with('/'))
     };
-    let (Some(bin_dir), Some(status), Some(run_dir)) = (
-        field("bin="),
-        text.lines().find_map(|l| l.strip_prefix("status=")),
-        field("run="),
-    ) else {
+    let value = |k: &str| text.lines().find_map(|l| l.strip_prefix(k));
+    let conn = value("conn=").filter(|c| {
+        c.split_once('-').is_some_and(|(p, s)| {
+            !p.is_empty()
+                && !s.is_empty()
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && s.bytes().all(|b| b.is_ascii_digit())
+        })
+    });
+    let (Some(bin_dir), Some(status), Some(run_dir), Some(conn)) =
+        (field("bin="), value("status="), field("run="), conn)
+    else {
         return Err(Error::Protocol {
             host: s.label.clone(),
             step: Step::Probe,
@@ -154,6 +168,8 @@ pub(crate) async fn probe(
         bin_dir,
         hit: status == "hit",
         run_dir,
+        conn: conn.to_string(),
+        swept: value("swept=").and_then(|n| n.parse().ok()).unwrap_or(0),
     })
 }
 
@@ -178,30 +194,89 @@ fn random_suffix() -> String {
 pub(crate) async fn upload_binary(
     s: &Session,
     dir: &str,
+    conn: &str,
     bytes: &[u8],
     hash: &str,
 ) -> Result<u64, Error> {
     let target = format!("{dir}/mgmt");
     match open_sftp(s).await? {
         Some(sftp) => {
-            sftp_upload(s, &sftp, dir, &target, bytes).await?;
+            let tmp = format!("{dir}/.mgmt.{conn}.{}.tmp", random_suffix());
+            let r = sftp_upload(s, &sftp, &tmp, &target, bytes).await;
+            if let Err(e) = r {
+                return Err(explain_upload_failure(s, dir, bytes.len(), e).await);
+            }
             let _ = sftp.close_session();
         }
         None => {
             tracing::info!(host = %s.label, "no sftp subsystem, streaming the binary over exec");
             let script = format!(
-                "umask 077; t=$(mktemp {dir}/.mgmt.XXXXXXXX) || exit 1; \
+                "umask 077; t=$(mktemp {dir}/.mgmt.{conn}.XXXXXXXX) || exit 1; \
                  if cat > \"$t\" && {check} && chmod 0755 \"$t\" \
                  && mv -f \"$t\" {target}; then exit 0; else rm -f \"$t\"; exit 1; fi",
                 dir = quote(dir),
                 target = quote(&target),
                 check = sha256_is("\"$t\"", hash),
             );
-            s.run_ok("binary upload", &sh(&script), Some(bytes), Step::Upload)
-                .await?;
+            if let Err(e) = s
+                .run_ok("binary upload", &sh(&script), Some(bytes), Step::Upload)
+                .await
+            {
+                return Err(explain_upload_failure(s, dir, bytes.len(), e).await);
+            }
         }
     }
     Ok(bytes.len() as u64)
+}
+
+/// What an SFTP status means, in the words of the errno it stands for (SFTP v3 has a handful
+/// of codes; OpenSSH's server sends `Failure` for everything else, ENOSPC included).
+fn sftp_meaning(e: &russh_sftp::client::error::Error) -> Option<&'static str> {
+    use russh_sftp::client::error::Error as E;
+    match e {
+        E::Status(st) => Some(match st.status_code {
+            StatusCode::NoSuchFile => "no such file or directory",
+            StatusCode::PermissionDenied => "permission denied",
+            StatusCode::BadMessage => "the server could not read a request (bad message)",
+            StatusCode::NoConnection | StatusCode::ConnectionLost => "the connection was lost",
+            StatusCode::OpUnsupported => "the server does not support the operation",
+            StatusCode::Eof => "unexpected end of file",
+            StatusCode::Failure | StatusCode::Ok => return None,
+        }),
+        _ => None,
+    }
+}
+
+/// The plain reason an upload into `dir` failed: a full disk is checked for (`df`) since the
+/// server's status cannot say it, then the SFTP status's meaning, then the error as it came.
+async fn explain_upload_failure(s: &Session, dir: &str, size: usize, e: Error) -> Error {
+    if matches!(e, Error::Silent { .. }) {
+        return e;
+    }
+    let df = format!("df -Pk {} | tail -n 1", quote(dir));
+    let free_kib = match s.run(&sh(&df), None, Step::Upload).await {
+        Ok(out) if out.status == ChildExit::Code(0) => String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(3)
+            .and_then(|v| v.parse::<u64>().ok()),
+        _ => None,
+    };
+    let need_kib = (size as u64).div_ceil(1024);
+    let reason = match (free_kib, &e) {
+        (Some(free), _) if free < need_kib + 64 => {
+            format!("no space left on device ({free} KiB free, {need_kib} KiB needed)")
+        }
+        (_, Error::Sftp { source, .. }) => match sftp_meaning(source) {
+            Some(m) => m.to_string(),
+            None => e.to_string(),
+        },
+        _ => e.to_string(),
+    };
+    Error::Upload {
+        host: s.label.clone(),
+        dir: dir.to_string(),
+        reason,
+    }
 }
 
 /// Opens the sftp subsystem; `None` when the host has none.
@@ -240,10 +315,11 @@ fn ssh_string(out: &mut Vec<u8>, s: &str) {
 async fn sftp_upload(
     s: &Session,
     sftp: &RawSftpSession,
-    dir: &str,
+    tmp: &str,
     target: &str,
     bytes: &[u8],
 ) -> Result<(), Error> {
+    let tmp = tmp.to_string();
     let version = sftp.init().await.map_err(sftp_err(s))?;
     let posix_rename = version.extensions.contains_key("posix-rename@openssh.com");
     let mut chunk = 32 * 1024;
@@ -253,7 +329,6 @@ async fn sftp_upload(
     {
         chunk = chunk.min(l.max_write_len as usize);
     }
-    let tmp = format!("{dir}/.mgmt.{}.tmp", random_suffix());
     let attrs = FileAttributes {
         permissions: Some(0o600),
         ..Default::default()

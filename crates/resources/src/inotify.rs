@@ -11,9 +11,11 @@
 //! Ambiguity always wakes: a queue overflow wakes everyone and forgets every watch, and a
 //! watched directory that is deleted, moved or unmounted wakes its subscribers and forgets its
 //! watch, so that their next `set` watches whatever is at the path now. Waking is a coalescing
-//! `Notify` permit: the reader never blocks on a subscriber. The reader is a thread rather than
-//! a task because the hub outlives any one tokio runtime. This must never change the
-//! filesystem, and never reports reads (opening, reading and closing without writing).
+//! `Notify` permit: the reader never blocks on a subscriber. What woke it is kept as event
+//! masks ([`Seen`]: their union and the last one) for a subscriber that must tell a file still
+//! being written from one closed after writing (`resources::watch`). The reader is a thread
+//! rather than a task because the hub outlives any one tokio runtime. This must never change
+//! the filesystem, and never reports reads (opening, reading and closing without writing).
 
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
@@ -94,6 +96,38 @@ struct Sub {
     wake: Arc<Notify>,
     /// Each interest with the watch serving it.
     interests: HashMap<Interest, WatchDescriptor>,
+    /// What woke it since it last looked ([`Subscription::take_seen`]).
+    seen: Seen,
+}
+
+/// The events that woke a subscriber since it last looked: the union of their masks, and the
+/// mask of the last one (which tells a file still being written, `IN_MODIFY` last, from one
+/// written and then closed). A lost watch or a queue overflow shows as `IN_IGNORED` or
+/// `IN_Q_OVERFLOW`: anything may have happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Seen {
+    pub all: AddWatchFlags,
+    pub last: AddWatchFlags,
+}
+
+impl Default for Seen {
+    fn default() -> Seen {
+        Seen {
+            all: AddWatchFlags::empty(),
+            last: AddWatchFlags::empty(),
+        }
+    }
+}
+
+impl Seen {
+    fn add(&mut self, mask: AddWatchFlags) {
+        self.all |= mask;
+        self.last = mask;
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
 }
 
 /// A subscriber's handle: interests are set with `set`, changes awaited with `changed`.
@@ -143,7 +177,10 @@ impl Hub {
     }
 
     fn subscribe(&'static self) -> Subscription {
-        let wake = Arc::new(Notify::new());
+        self.subscribe_waking(Arc::new(Notify::new()))
+    }
+
+    fn subscribe_waking(&'static self, wake: Arc<Notify>) -> Subscription {
         let mut state = lock(&self.state);
         let id = state.next_id;
         state.next_id += 1;
@@ -152,6 +189,7 @@ impl Hub {
             Sub {
                 wake: wake.clone(),
                 interests: HashMap::new(),
+                seen: Seen::default(),
             },
         );
         Subscription {
@@ -191,9 +229,11 @@ impl State {
         } else if event.mask.intersects(GONE) {
             self.forget(fd, event.wd);
         } else if let Some(watch) = self.watches.get(&event.wd) {
-            let wake = |ids: Option<&HashMap<SubId, usize>>| {
+            let subs = &mut self.subs;
+            let mut wake = |ids: Option<&HashMap<SubId, usize>>| {
                 for id in ids.into_iter().flat_map(HashMap::keys) {
-                    if let Some(sub) = self.subs.get(id) {
+                    if let Some(sub) = subs.get_mut(id) {
+                        sub.seen.add(event.mask);
                         sub.wake.notify_one();
                     }
                 }
@@ -221,6 +261,7 @@ impl State {
         for id in watch.listeners.values().flat_map(HashMap::keys) {
             if let Some(sub) = self.subs.get_mut(id) {
                 sub.interests.retain(|_, w| *w != wd);
+                sub.seen.add(AddWatchFlags::IN_IGNORED);
                 sub.wake.notify_one();
             }
         }
@@ -233,6 +274,7 @@ impl State {
         self.watches.clear();
         for sub in self.subs.values_mut() {
             sub.interests.clear();
+            sub.seen.add(AddWatchFlags::IN_Q_OVERFLOW);
             sub.wake.notify_one();
         }
     }
@@ -319,6 +361,23 @@ impl Subscription {
             }
         }
         Ok(())
+    }
+
+    /// A new subscriber on the same hub that shares this one's wake-ups: `changed` on either
+    /// returns after an event for any of them, and each tells its own with `take_seen`.
+    pub(crate) fn sibling(&self) -> Subscription {
+        self.hub.subscribe_waking(self.wake.clone())
+    }
+
+    /// What woke this subscriber since the last call (empty: nothing, or a wake-up meant for a
+    /// sibling).
+    pub(crate) fn take_seen(&self) -> Seen {
+        let mut state = lock(&self.hub.state);
+        state
+            .subs
+            .get_mut(&self.id)
+            .map(|sub| std::mem::take(&mut sub.seen))
+            .unwrap_or_default()
     }
 
     /// Wait for a change of interest (or for a watch of ours to be lost, which `set` repairs).

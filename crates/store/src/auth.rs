@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use sha2::{Digest, Sha256};
 
 use crate::error::EtcdError;
+use crate::mvcc::{Quota, Span, UserQuota};
 use crate::pb::authpb::{Permission, permission};
 
 pub(crate) const ROOT: &str = "root";
@@ -62,6 +63,8 @@ pub(crate) struct Auth {
     users: BTreeMap<String, User>,
     roles: BTreeMap<String, Vec<Permission>>,
     tokens: HashMap<String, String>,
+    /// Users with a quota (mgmt's hosts); the others are unlimited, as in etcd.
+    quotas: BTreeMap<String, Quota>,
     token_seq: u64,
     /// Bumped on every auth change, like etcd's auth revision.
     revision: u64,
@@ -119,12 +122,23 @@ impl Auth {
         let Some(u) = self.users.get(user) else {
             return Err(EtcdError::PermissionDenied);
         };
+        let intervals = self.intervals(u, write);
+        let (start, stop) = interval(key, end);
+        if covered(&intervals, start, stop) {
+            Ok(())
+        } else {
+            Err(EtcdError::PermissionDenied)
+        }
+    }
+
+    /// The key intervals `u`'s roles let it read (or write), sorted.
+    fn intervals(&self, u: &User, write: bool) -> Vec<Span> {
         let wanted = if write {
             permission::Type::Write
         } else {
             permission::Type::Read
         };
-        let mut intervals: Vec<(Vec<u8>, Option<Vec<u8>>)> = u
+        let mut intervals: Vec<Span> = u
             .roles
             .iter()
             .filter_map(|r| self.roles.get(r))
@@ -135,12 +149,37 @@ impl Auth {
             .map(|p| interval(&p.key, &p.range_end))
             .collect();
         intervals.sort();
-        let (start, stop) = interval(key, end);
-        if covered(&intervals, start, stop) {
-            Ok(())
-        } else {
-            Err(EtcdError::PermissionDenied)
+        intervals
+    }
+
+    /// Sets `name`'s quota ([`Quota::UNLIMITED`] lifts it).
+    pub(crate) fn set_quota(&mut self, name: &str, quota: Quota) -> Result<(), EtcdError> {
+        if !self.users.contains_key(name) {
+            return Err(EtcdError::UserNotFound);
         }
+        if quota == Quota::UNLIMITED {
+            self.quotas.remove(name);
+        } else {
+            self.quotas.insert(name.to_string(), quota);
+        }
+        Ok(())
+    }
+
+    /// The quota `caller` writes under, over every interval it may write (so all its writes
+    /// count); `None` when it is unlimited: auth off, root, or a user without a quota.
+    pub(crate) fn quota_of(&self, caller: &Caller) -> Option<UserQuota> {
+        let Caller::User(user) = caller else {
+            return None;
+        };
+        if self.is_root(user) {
+            return None;
+        }
+        let quota = *self.quotas.get(user)?;
+        let u = self.users.get(user)?;
+        Some(UserQuota {
+            spans: merge(self.intervals(u, true)),
+            quota,
+        })
     }
 
     pub(crate) fn enable(&mut self) -> Result<(), EtcdError> {
@@ -195,6 +234,7 @@ impl Auth {
             return Err(EtcdError::InvalidAuthMgmt);
         }
         self.users.remove(name).ok_or(EtcdError::UserNotFound)?;
+        self.quotas.remove(name);
         self.forget_tokens_of(name);
         self.revision += 1;
         Ok(())
@@ -329,6 +369,29 @@ fn interval(key: &[u8], end: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
     }
 }
 
+/// Sorted intervals with the overlapping and adjacent ones joined.
+fn merge(sorted: Vec<Span>) -> Vec<Span> {
+    let mut out: Vec<Span> = Vec::with_capacity(sorted.len());
+    for (lo, hi) in sorted {
+        if let Some((_, last_hi)) = out.last_mut() {
+            match last_hi {
+                None => continue,
+                Some(h) if *h >= lo => {
+                    match &hi {
+                        None => *last_hi = None,
+                        Some(new) if new > h => *h = new.clone(),
+                        Some(_) => {}
+                    }
+                    continue;
+                }
+                Some(_) => {}
+            }
+        }
+        out.push((lo, hi));
+    }
+    out
+}
+
 /// Whether sorted `intervals` together cover `[start, stop)`.
 fn covered(
     intervals: &[(Vec<u8>, Option<Vec<u8>>)],
@@ -411,5 +474,48 @@ mod tests {
         let r = a.authenticate("root", "rootpw").unwrap();
         let root = a.caller(Some(&r)).unwrap();
         assert!(a.check(&root, b"\0", b"\0", true).is_ok());
+
+        // Quotas: per user, over every interval it may write; root and the rest unlimited.
+        assert_eq!(a.quota_of(&c), None);
+        assert_eq!(
+            a.set_quota("nobody", Quota::HOST),
+            Err(EtcdError::UserNotFound)
+        );
+        a.role_grant("h1", perm(permission::Type::Write, "/a0", "/a1"))
+            .unwrap();
+        a.role_grant("h1", perm(permission::Type::Write, "/z", ""))
+            .unwrap();
+        a.set_quota("h1", Quota::HOST).unwrap();
+        let q = a.quota_of(&c).unwrap();
+        assert_eq!(q.quota, Quota::HOST);
+        assert_eq!(
+            q.spans,
+            vec![
+                (b"/a/".to_vec(), Some(b"/a1".to_vec())),
+                (b"/z".to_vec(), Some(b"/z\0".to_vec())),
+            ]
+        );
+        a.set_quota("root", Quota::HOST).unwrap();
+        assert_eq!(a.quota_of(&root), None);
+        a.set_quota("h1", Quota::UNLIMITED).unwrap();
+        assert_eq!(a.quota_of(&c), None);
+    }
+
+    #[test]
+    fn merge_joins_overlapping_intervals() {
+        let span = |lo: &str, hi: Option<&str>| {
+            (lo.as_bytes().to_vec(), hi.map(|h| h.as_bytes().to_vec()))
+        };
+        assert_eq!(
+            merge(vec![
+                span("a", Some("c")),
+                span("b", Some("d")),
+                span("d", Some("e")),
+                span("f", Some("g")),
+                span("g", None),
+                span("h", Some("i")),
+            ]),
+            vec![span("a", Some("e")), span("f", None)]
+        );
     }
 }

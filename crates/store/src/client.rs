@@ -5,7 +5,7 @@
 //! protobuf types) and never logs credentials. Watches are pull-based ([`SnapshotWatch::next`])
 //! and own no task; the only task here is a [`HostLease`]'s keepalive, owned by that handle.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -227,7 +227,7 @@ impl Store {
     /// Every export of every host, right now.
     pub async fn exports_snapshot(&self) -> Result<Vec<ExportedResource>, StoreError> {
         let (entries, _) = list(&self.conn, keys::EXPORTED).await?;
-        Ok(decode_exports(&entries))
+        Ok(decode_exports(&entries, &mut Reported::default()))
     }
 
     /// Full snapshots of all exports: the current one first, then one after each change.
@@ -246,7 +246,7 @@ impl Store {
     /// Every host's convergence flag, right now.
     pub async fn converged(&self) -> Result<BTreeMap<String, bool>, StoreError> {
         let (entries, _) = list(&self.conn, keys::CONVERGED).await?;
-        Ok(decode_converged(&entries))
+        Ok(decode_converged(&entries, &mut Reported::default()))
     }
 
     /// Snapshots of every host's convergence flag: the current one, then one per change.
@@ -259,15 +259,36 @@ impl Store {
     /// Marks `host` alive under a lease of `ttl` kept alive by the returned handle; when the
     /// handle is closed or dropped the lease is revoked, and if the process dies it expires.
     pub async fn register_host(&self, host: &str, ttl: Duration) -> Result<HostLease, StoreError> {
+        self.register_host_watched(host, ttl, None).await
+    }
+
+    /// [`register_host`](Self::register_host), and with `lost_after`: the lease's
+    /// [`lost`](HostLease::lost) token is cancelled once no renewal has succeeded for that
+    /// long (the store, or the way to it, is gone).
+    pub async fn register_host_watched(
+        &self,
+        host: &str,
+        ttl: Duration,
+        lost_after: Option<Duration>,
+    ) -> Result<HostLease, StoreError> {
         check_segment("host name", host)?;
         let ttl = ttl.as_secs().max(1) as i64;
         let key = keys::host(host);
         let conn = self.conn.clone();
         let id = grant_and_put(&conn, &key, ttl).await?;
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(keep_host_alive(conn, key, ttl, id, cancel.clone()));
+        let lost = CancellationToken::new();
+        let task = tokio::spawn(keep_host_alive(
+            conn,
+            key,
+            ttl,
+            id,
+            cancel.clone(),
+            lost_after.map(|d| (d, lost.clone())),
+        ));
         Ok(HostLease {
             cancel,
+            lost,
             task: Some(task),
         })
     }
@@ -275,7 +296,7 @@ impl Store {
     /// The hosts whose liveness key exists.
     pub async fn live_hosts(&self) -> Result<BTreeSet<String>, StoreError> {
         let (entries, _) = list(&self.conn, keys::HOSTS).await?;
-        Ok(decode_hosts(&entries))
+        Ok(decode_hosts(&entries, &mut Reported::default()))
     }
 
     /// Snapshots of the live hosts: the current set, then one per change.
@@ -326,7 +347,72 @@ impl Store {
 }
 
 /// The keys under `prefix` (with the prefix cut off) and the revision they were read at.
-type Entries = BTreeMap<String, Vec<u8>>;
+type Entries = BTreeMap<String, Entry>;
+
+/// One key's value and the revision it was last written at.
+#[derive(Debug, Clone)]
+struct Entry {
+    value: Vec<u8>,
+    mod_rev: i64,
+}
+
+/// Most invalid records listed one by one; more are counted in one line.
+const MAX_REPORTED: usize = 256;
+
+/// The invalid records (exports that do not decode) already logged, by key and mod revision,
+/// so each is logged once per change of it instead of on every snapshot (any host's change
+/// makes one). It keeps only what the last decode found invalid, at most [`MAX_REPORTED`] of
+/// them; the rest are counted in one line, logged when their number changes.
+#[derive(Debug, Default)]
+struct Reported {
+    last: HashSet<(String, i64)>,
+    unlisted: usize,
+}
+
+/// One record that does not decode: its key, revision and why.
+struct Invalid {
+    key: String,
+    mod_rev: i64,
+    why: String,
+}
+
+impl Reported {
+    /// Logs the records of one decode that were not already logged at their revision.
+    fn report(&mut self, invalid: Vec<Invalid>) {
+        for line in self.fresh(invalid) {
+            tracing::warn!("{line}");
+        }
+    }
+
+    /// The lines to log for one decode's invalid records (none when nothing changed).
+    fn fresh(&mut self, invalid: Vec<Invalid>) -> Vec<String> {
+        let mut now = HashSet::new();
+        let mut lines = Vec::new();
+        let mut unlisted = 0;
+        for i in invalid {
+            if now.len() >= MAX_REPORTED {
+                unlisted += 1;
+                continue;
+            }
+            let id = (i.key, i.mod_rev);
+            if !self.last.contains(&id) {
+                lines.push(format!(
+                    "skipping the export {} (revision {}): {}",
+                    id.0, id.1, i.why
+                ));
+            }
+            now.insert(id);
+        }
+        if unlisted > 0 && unlisted != self.unlisted {
+            lines.push(format!(
+                "skipping {unlisted} more invalid exports (only the first {MAX_REPORTED} are listed)"
+            ));
+        }
+        self.last = now;
+        self.unlisted = unlisted;
+        lines
+    }
+}
 
 fn range_prefix(prefix: &str) -> RangeRequest {
     RangeRequest {
@@ -347,21 +433,42 @@ async fn list(conn: &Conn, prefix: &str) -> Result<(Entries, i64), StoreError> {
         .into_iter()
         .filter_map(|kv| {
             let key = std::str::from_utf8(&kv.key).ok()?;
-            Some((key.strip_prefix(prefix)?.to_string(), kv.value))
+            let entry = Entry {
+                value: kv.value,
+                mod_rev: kv.mod_revision,
+            };
+            Some((key.strip_prefix(prefix)?.to_string(), entry))
         })
         .collect();
     Ok((entries, rev))
 }
 
-fn decode_exports(entries: &Entries) -> Vec<ExportedResource> {
-    entries
+/// Every valid export; the invalid ones are logged once per change (see [`Reported`]).
+fn decode_exports(entries: &Entries, reported: &mut Reported) -> Vec<ExportedResource> {
+    let mut invalid = Vec::new();
+    let mut skip = |rest: &str, entry: &Entry, why: String| {
+        invalid.push(Invalid {
+            key: format!("{}{rest}", keys::EXPORTED),
+            mod_rev: entry.mod_rev,
+            why,
+        });
+        None
+    };
+    let exports = entries
         .iter()
-        .filter_map(|(rest, value)| {
+        .filter_map(|(rest, entry)| {
             // `<host>/resources/<kind>/<name>`; names may contain '/' themselves.
-            let (host, rest) = rest.split_once('/')?;
-            let rest = rest.strip_prefix("resources/")?;
-            let (kind, name) = rest.split_once('/')?;
-            match serde_json::from_slice::<ExportValue>(value) {
+            let Some((host, kind, name)) = rest.split_once('/').and_then(|(host, r)| {
+                let (kind, name) = r.strip_prefix("resources/")?.split_once('/')?;
+                Some((host, kind, name))
+            }) else {
+                return skip(
+                    rest,
+                    entry,
+                    "its key is not <host>/resources/<kind>/<name>".into(),
+                );
+            };
+            match serde_json::from_slice::<ExportValue>(&entry.value) {
                 Ok(v) if v.kind == kind && v.name == name => Some(ExportedResource {
                     host: host.to_string(),
                     kind: v.kind,
@@ -369,27 +476,27 @@ fn decode_exports(entries: &Entries) -> Vec<ExportedResource> {
                     meta: v.meta,
                     params: v.params,
                 }),
-                Ok(_) => {
-                    tracing::warn!(host, kind, name, "skipping an export whose value names another resource");
-                    None
-                }
-                Err(error) => {
-                    tracing::warn!(host, kind, name, %error, "skipping an export that is not valid JSON");
-                    None
-                }
+                Ok(v) => skip(
+                    rest,
+                    entry,
+                    format!("its value names another resource, {}[{}]", v.kind, v.name),
+                ),
+                Err(error) => skip(rest, entry, format!("its value is not valid JSON: {error}")),
             }
         })
-        .collect()
+        .collect();
+    reported.report(invalid);
+    exports
 }
 
-fn decode_converged(entries: &Entries) -> BTreeMap<String, bool> {
+fn decode_converged(entries: &Entries, _: &mut Reported) -> BTreeMap<String, bool> {
     entries
         .iter()
-        .map(|(host, value)| (host.clone(), value.as_slice() == b"true"))
+        .map(|(host, e)| (host.clone(), e.value.as_slice() == b"true"))
         .collect()
 }
 
-fn decode_hosts(entries: &Entries) -> BTreeSet<String> {
+fn decode_hosts(entries: &Entries, _: &mut Reported) -> BTreeSet<String> {
     entries.keys().cloned().collect()
 }
 
@@ -405,7 +512,9 @@ pub struct SnapshotWatch<T> {
     /// Kept so the request half of the stream stays open (closing it ends the watch).
     _requests: mpsc::Sender<WatchRequest>,
     stream: Streaming<WatchResponse>,
-    decode: fn(&Entries) -> T,
+    decode: fn(&Entries, &mut Reported) -> T,
+    /// What `decode` already logged as invalid.
+    reported: Reported,
     last: Option<T>,
 }
 
@@ -419,7 +528,7 @@ impl<T: PartialEq + Clone> SnapshotWatch<T> {
     async fn start(
         conn: &Conn,
         prefix: &'static str,
-        decode: fn(&Entries) -> T,
+        decode: fn(&Entries, &mut Reported) -> T,
     ) -> Result<Self, StoreError> {
         let (entries, requests, stream) = Self::subscribe(conn, prefix).await?;
         Ok(Self {
@@ -429,6 +538,7 @@ impl<T: PartialEq + Clone> SnapshotWatch<T> {
             _requests: requests,
             stream,
             decode,
+            reported: Reported::default(),
             last: None,
         })
     }
@@ -495,7 +605,7 @@ impl<T: PartialEq + Clone> SnapshotWatch<T> {
     /// The next snapshot that differs from the last one returned.
     pub async fn next(&mut self) -> Result<T, StoreError> {
         loop {
-            let snapshot = (self.decode)(&self.entries);
+            let snapshot = (self.decode)(&self.entries, &mut self.reported);
             if self.last.as_ref() != Some(&snapshot) {
                 self.last = Some(snapshot.clone());
                 return Ok(snapshot);
@@ -527,7 +637,11 @@ impl<T: PartialEq + Clone> SnapshotWatch<T> {
                 };
                 match EventType::try_from(ev.r#type) {
                     Ok(EventType::Put) => {
-                        self.entries.insert(rest.to_string(), kv.value);
+                        let entry = Entry {
+                            value: kv.value,
+                            mod_rev: kv.mod_revision,
+                        };
+                        self.entries.insert(rest.to_string(), entry);
                     }
                     Ok(EventType::Delete) => {
                         self.entries.remove(rest);
@@ -545,10 +659,17 @@ impl<T: PartialEq + Clone> SnapshotWatch<T> {
 /// which revokes the lease by itself and ends.
 pub struct HostLease {
     cancel: CancellationToken,
+    lost: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
 
 impl HostLease {
+    /// Cancelled when the lease was registered with a `lost_after` and no renewal has
+    /// succeeded for that long; never otherwise.
+    pub fn lost(&self) -> CancellationToken {
+        self.lost.clone()
+    }
+
     /// Revokes the lease (the host's key disappears at once) and waits for the keepalive task.
     pub async fn close(mut self) {
         self.cancel.cancel();
@@ -592,61 +713,43 @@ type Keeper = (
 );
 
 /// Renews the lease every third of its TTL. If the lease is lost (expired during a network
-/// outage, or revoked by someone), the host registers again with a new one.
+/// outage, or revoked by someone), the host registers again with a new one. With `watch`,
+/// its token is cancelled once no renewal has succeeded for its duration.
 async fn keep_host_alive(
     conn: Conn,
     key: String,
     ttl: i64,
     mut id: i64,
     cancel: CancellationToken,
+    watch: Option<(Duration, CancellationToken)>,
 ) {
     let period = Duration::from_millis((ttl as u64 * 1000 / 3).max(200));
     let mut keeper: Option<Keeper> = None;
+    let mut last_ok = tokio::time::Instant::now();
     loop {
+        let lost_at = watch
+            .as_ref()
+            .filter(|(_, lost)| !lost.is_cancelled())
+            .map(|(d, _)| last_ok + *d);
+        let lost_wait = async {
+            match lost_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = tokio::time::sleep(period) => {}
-        }
-        let fresh = keeper.is_none();
-        if fresh {
-            // Opening the stream sends the first renewal.
-            match conn.keep_alive(id).await {
-                Ok(k) => keeper = Some(k),
-                Err(error) => {
-                    tracing::warn!(
-                        key,
-                        error = error.message(),
-                        "cannot open the host keepalive stream"
-                    );
-                    continue;
+            _ = lost_wait => {
+                if let Some((d, lost)) = &watch {
+                    tracing::warn!(key, "the store has not answered for {}s", d.as_secs());
+                    lost.cancel();
                 }
-            }
-        }
-        let Some((requests, responses)) = keeper.as_mut() else {
-            continue;
-        };
-        let renewed = async {
-            if !fresh {
-                requests
-                    .send(LeaseKeepAliveRequest { id })
-                    .await
-                    .map_err(|_| Status::cancelled("keepalive stream closed"))?;
-            }
-            responses.message().await
-        };
-        match tokio::time::timeout(period, renewed).await {
-            Ok(Ok(Some(r))) if r.ttl > 0 => {}
-            Ok(Ok(Some(_))) => {
-                tracing::warn!(key, "host lease was lost; registering again");
                 keeper = None;
-                match grant_and_put(&conn, &key, ttl).await {
-                    Ok(new_id) => id = new_id,
-                    Err(error) => tracing::warn!(key, %error, "cannot register the host again"),
+            }
+            ok = renew(&conn, &key, ttl, &mut id, &mut keeper, period) => {
+                if ok {
+                    last_ok = tokio::time::Instant::now();
                 }
-            }
-            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
-                tracing::warn!(key, "host keepalive failed; retrying");
-                keeper = None;
             }
         }
     }
@@ -656,5 +759,162 @@ async fn keep_host_alive(
             error = error.message(),
             "revoking the host lease failed (it will expire)"
         );
+    }
+}
+
+/// One renewal after `period`: whether it succeeded (a lost lease registered again counts).
+async fn renew(
+    conn: &Conn,
+    key: &str,
+    ttl: i64,
+    id: &mut i64,
+    keeper: &mut Option<Keeper>,
+    period: Duration,
+) -> bool {
+    tokio::time::sleep(period).await;
+    let fresh = keeper.is_none();
+    if fresh {
+        // Opening the stream sends the first renewal.
+        match tokio::time::timeout(period, conn.keep_alive(*id)).await {
+            Ok(Ok(k)) => *keeper = Some(k),
+            Ok(Err(error)) => {
+                tracing::warn!(
+                    key,
+                    error = error.message(),
+                    "cannot open the host keepalive stream"
+                );
+                return false;
+            }
+            Err(_) => {
+                tracing::warn!(key, "no answer opening the host keepalive stream");
+                return false;
+            }
+        }
+    }
+    let id_now = *id;
+    {
+        let Some((requests, responses)) = keeper.as_mut() else {
+            return false;
+        };
+        let renewed = async {
+            if !fresh {
+                requests
+                    .send(LeaseKeepAliveRequest { id: id_now })
+                    .await
+                    .map_err(|_| Status::cancelled("keepalive stream closed"))?;
+            }
+            responses.message().await
+        };
+        match tokio::time::timeout(period, renewed).await {
+            Ok(Ok(Some(r))) if r.ttl > 0 => return true,
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
+                tracing::warn!(key, "host keepalive failed; retrying");
+                *keeper = None;
+                return false;
+            }
+        }
+    }
+    tracing::warn!(key, "host lease was lost; registering again");
+    *keeper = None;
+    match tokio::time::timeout(period, grant_and_put(conn, key, ttl)).await {
+        Ok(Ok(new_id)) => {
+            *id = new_id;
+            true
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(key, %error, "cannot register the host again");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(key, "no answer registering the host again");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(value: &str, mod_rev: i64) -> Entry {
+        Entry {
+            value: value.as_bytes().to_vec(),
+            mod_rev,
+        }
+    }
+
+    #[test]
+    fn invalid_exports_are_reported_once_per_change() {
+        let value = |name: &str| format!(r#"{{"kind":"file","name":"{name}"}}"#);
+        let mut entries: Entries = [
+            ("h1/resources/file//a".to_string(), entry(&value("/a"), 2)),
+            ("h1/resources/file/x".to_string(), entry("junk", 3)),
+            ("h1/resources/file/y".to_string(), entry(&value("/a"), 4)),
+            ("h1/resources/junk".to_string(), entry("{}", 5)),
+        ]
+        .into();
+        let mut reported = Reported::default();
+        assert_eq!(decode_exports(&entries, &mut reported).len(), 1);
+        assert_eq!(reported.last.len(), 3);
+        let lines = |reported: &mut Reported, entries: &Entries| {
+            let invalid = reported
+                .last
+                .iter()
+                .map(|(key, mod_rev)| (key.clone(), *mod_rev))
+                .collect::<HashSet<_>>();
+            let mut fresh = Reported::default();
+            decode_exports(entries, &mut fresh);
+            let new: Vec<_> = fresh.last.difference(&invalid).cloned().collect();
+            *reported = fresh;
+            new
+        };
+        // The same records again (another host's change makes a new snapshot): nothing new.
+        assert!(lines(&mut reported, &entries).is_empty());
+        // One of them changes: that one only.
+        entries.insert("h1/resources/file/x".to_string(), entry("junk2", 9));
+        assert_eq!(
+            lines(&mut reported, &entries),
+            vec![("/_mgmt/exported/h1/resources/file/x".to_string(), 9)]
+        );
+        // Fixed: forgotten; only what is invalid now is remembered.
+        entries.insert("h1/resources/file/x".to_string(), entry(&value("x"), 10));
+        assert!(lines(&mut reported, &entries).is_empty());
+        assert_eq!(reported.last.len(), 2);
+        // And the lines themselves: one per record not logged at its revision.
+        let mut r = Reported::default();
+        let invalid = |rev| {
+            vec![Invalid {
+                key: "k".into(),
+                mod_rev: rev,
+                why: "bad".into(),
+            }]
+        };
+        assert_eq!(
+            r.fresh(invalid(1)),
+            vec!["skipping the export k (revision 1): bad"]
+        );
+        assert!(r.fresh(invalid(1)).is_empty());
+        assert_eq!(r.fresh(invalid(2)).len(), 1);
+    }
+
+    #[test]
+    fn reporting_is_bounded() {
+        let many = |n: usize, rev: i64| {
+            (0..n)
+                .map(|i| Invalid {
+                    key: format!("k{i}"),
+                    mod_rev: rev,
+                    why: "bad".into(),
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut r = Reported::default();
+        let lines = r.fresh(many(MAX_REPORTED + 10, 1));
+        assert_eq!(lines.len(), MAX_REPORTED + 1);
+        assert!(lines[MAX_REPORTED].starts_with("skipping 10 more"));
+        assert_eq!(r.last.len(), MAX_REPORTED);
+        assert!(r.fresh(many(MAX_REPORTED + 10, 1)).is_empty());
+        assert_eq!(r.fresh(many(MAX_REPORTED + 11, 1)).len(), 1);
     }
 }

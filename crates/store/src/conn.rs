@@ -27,6 +27,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const FIRST_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests queued on a stream (watch or keepalive) before the sender waits.
 const STREAM_QUEUE: usize = 16;
+/// The largest response we read, as etcd's own client (`MaxCallRecvMsgSize`: 2 GiB - 1): a
+/// listing of every export is as large as the store has it (the server's quotas bound that),
+/// far past tonic's 4 MiB default.
+const MAX_RESPONSE_BYTES: usize = i32::MAX as usize;
+
+fn kv(ch: Channel) -> KvClient<Channel> {
+    KvClient::new(ch).max_decoding_message_size(MAX_RESPONSE_BYTES)
+}
 
 /// Credentials, kept out of `Debug` output.
 struct Credentials {
@@ -164,12 +172,12 @@ impl Conn {
     }
 
     pub(crate) async fn range(&self, req: RangeRequest) -> Result<RangeResponse, Status> {
-        self.call(req, |ch, r| async move { KvClient::new(ch).range(r).await })
+        self.call(req, |ch, r| async move { kv(ch).range(r).await })
             .await
     }
 
     pub(crate) async fn put(&self, req: PutRequest) -> Result<PutResponse, Status> {
-        self.call(req, |ch, r| async move { KvClient::new(ch).put(r).await })
+        self.call(req, |ch, r| async move { kv(ch).put(r).await })
             .await
     }
 
@@ -177,14 +185,12 @@ impl Conn {
         &self,
         req: DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, Status> {
-        self.call(req, |ch, r| async move {
-            KvClient::new(ch).delete_range(r).await
-        })
-        .await
+        self.call(req, |ch, r| async move { kv(ch).delete_range(r).await })
+            .await
     }
 
     pub(crate) async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, Status> {
-        self.call(req, |ch, r| async move { KvClient::new(ch).txn(r).await })
+        self.call(req, |ch, r| async move { kv(ch).txn(r).await })
             .await
     }
 
@@ -243,7 +249,10 @@ impl Conn {
         create: WatchRequest,
     ) -> Result<(mpsc::Sender<WatchRequest>, Streaming<WatchResponse>), Status> {
         self.open_stream(create, |ch, r| async move {
-            WatchClient::new(ch).watch(r).await
+            WatchClient::new(ch)
+                .max_decoding_message_size(MAX_RESPONSE_BYTES)
+                .watch(r)
+                .await
         })
         .await
     }

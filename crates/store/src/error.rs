@@ -109,6 +109,13 @@ pub enum EtcdError {
     InvalidAuthToken,
     #[error("etcdserver: invalid auth management")]
     InvalidAuthMgmt,
+    /// A request larger than `--max-request-bytes`.
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    /// A write beyond a quota: the server's total (`--quota-backend-bytes`) or the caller's own
+    /// keys or bytes (a host user's [`Quota`](crate::Quota)).
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
 }
 
 impl EtcdError {
@@ -119,13 +126,16 @@ impl EtcdError {
         match self {
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | DuplicateKey | TooManyOps
-            | UserEmpty | RoleEmpty | AuthFailed | InvalidAuthMgmt => Code::InvalidArgument,
+            | UserEmpty | RoleEmpty | AuthFailed | InvalidAuthMgmt | RequestTooLarge => {
+                Code::InvalidArgument
+            }
             LeaseNotFound => Code::NotFound,
             LeaseExists | RootUserNotExist | RootRoleNotExist | UserAlreadyExist | UserNotFound
             | RoleAlreadyExist | RoleNotFound | RoleNotGranted | PermissionNotGranted
             | AuthNotEnabled => Code::FailedPrecondition,
             PermissionDenied => Code::PermissionDenied,
             InvalidAuthToken => Code::Unauthenticated,
+            NoSpace => Code::ResourceExhausted,
         }
     }
 }

@@ -42,5 +42,9 @@ pub mod pb {
 pub use client::{ExportedResource, HostLease, SnapshotWatch, Store, keys};
 pub use conn::{ConnectError, prefix_end};
 pub use error::{EtcdError, StoreError};
-pub use server::{API_VERSION, ServerConfig, ServerHandle, serve};
+pub use mvcc::{MemoryUsage, Quota};
+pub use server::{
+    API_VERSION, DEFAULT_HISTORY_BYTES, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_QUOTA_BACKEND_BYTES,
+    ServerConfig, ServerHandle, serve,
+};
 pub use url::{StoreUrl, UrlError};

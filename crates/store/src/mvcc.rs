@@ -8,6 +8,12 @@
 //! Revisions follow etcd: the store starts at revision 1; every write request that changes
 //! something (a put, a delete that deletes, a txn with such ops, a lease revoke that deletes keys)
 //! produces exactly one new revision, shared by all its changes; reads never do.
+//!
+//! Memory is bounded, since everything lives in RAM: live data by quotas (the total, etcd's
+//! `--quota-backend-bytes`, and each user's own [`Quota`]), checked before a write is applied,
+//! so a refused write changes nothing; history (superseded values, deletions and the event log
+//! that watchers replay) by a byte budget: past it, the oldest revisions are compacted, and a
+//! watcher that still needed them gets etcd's compacted response.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
@@ -29,12 +35,116 @@ pub(crate) const MIN_LEASE_TTL: i64 = 2;
 /// etcd's `MaxLeaseTTL`.
 pub(crate) const MAX_LEASE_TTL: i64 = 9_000_000_000;
 
+/// Bytes counted for each version, lease or event beside its keys and values (the map entry,
+/// the revisions, the allocation headers).
+const OVERHEAD: usize = 48;
+/// Bytes counted for one lease.
+const LEASE_BYTES: u64 = 64;
+
 /// The changes of one revision, in the order they were made.
 #[derive(Debug)]
 pub(crate) struct Commit {
     pub(crate) rev: i64,
     /// Every event carries its `prev_kv` (when there was one); watchers strip it if unwanted.
     pub(crate) events: Vec<Event>,
+    /// What this commit holds while it is in the event log.
+    log_bytes: i64,
+    /// The versions a compaction at or after this revision may drop because of it: the values
+    /// it replaced or deleted, and its own deletion markers.
+    frees: i64,
+}
+
+/// What one store user may keep under the keys it may write: mgmt's own limit (etcd has no
+/// per-user quota), so that one host cannot fill the initiator's memory. Counted over live keys
+/// only; history has the server's byte budget instead. A write that would take the user past
+/// either limit fails with etcd's quota error (`etcdserver: mvcc: database space exceeded`,
+/// `ResourceExhausted`) and changes nothing; writes that do not grow what is over the limit
+/// (overwrites with smaller values, deletions) always pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Live keys.
+    pub max_keys: u64,
+    /// Live bytes: every key's length plus its value's.
+    pub max_bytes: u64,
+}
+
+impl Quota {
+    /// No limit: the root user, and users made through etcd's Auth API.
+    pub const UNLIMITED: Quota = Quota {
+        max_keys: u64::MAX,
+        max_bytes: u64::MAX,
+    };
+
+    /// A mgmt host's: 1000 keys and 16 MiB, far above what a graph's exports need (one key per
+    /// exported resource, a few hundred bytes of JSON each, more for a file's content), and
+    /// small enough that a fleet of them fits the default total quota.
+    pub const HOST: Quota = Quota {
+        max_keys: 1000,
+        max_bytes: 16 << 20,
+    };
+}
+
+impl Default for Quota {
+    fn default() -> Self {
+        Self::HOST
+    }
+}
+
+/// A key interval: from `.0` (included) to `.1` (excluded; `None`: every key after).
+pub(crate) type Span = (Vec<u8>, Option<Vec<u8>>);
+
+/// A user's quota with the keys it covers: every interval the user may write, merged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UserQuota {
+    pub(crate) spans: Vec<Span>,
+    pub(crate) quota: Quota,
+}
+
+impl UserQuota {
+    fn covers(&self, key: &[u8]) -> bool {
+        self.spans
+            .iter()
+            .any(|(lo, hi)| key >= lo.as_slice() && hi.as_ref().is_none_or(|h| key < h.as_slice()))
+    }
+}
+
+/// The memory the store accounts for (keys and values with a per-entry overhead; the
+/// allocator's own overhead comes on top).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryUsage {
+    /// The current value of every key.
+    pub live_bytes: u64,
+    /// Superseded values, deletions, and the event log that watchers from past revisions
+    /// replay: bounded by the history budget.
+    pub history_bytes: u64,
+    /// The lease table.
+    pub lease_bytes: u64,
+}
+
+impl MemoryUsage {
+    pub fn total(&self) -> u64 {
+        self.live_bytes + self.history_bytes + self.lease_bytes
+    }
+}
+
+/// The store's memory limits.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Limits {
+    /// Keep at most this many past revisions (automatic compaction); `None` = keep all.
+    pub(crate) retention: Option<u64>,
+    /// Compact the oldest revisions whenever history takes more than this many bytes.
+    pub(crate) history_bytes: Option<u64>,
+    /// Refuse writes (and lease grants) that would take the store past this many bytes.
+    pub(crate) backend_bytes: Option<u64>,
+}
+
+/// What a write would change, worked out before it is applied, for the quota checks.
+#[derive(Debug, Default)]
+struct Footprint {
+    /// The value length each key written would end with (`None`: deleted).
+    after: BTreeMap<Vec<u8>, Option<usize>>,
+    /// Bytes the new versions add, with their copies in the event log.
+    cost: u64,
 }
 
 /// One entry of a key's history: the value written at `mod_rev`, or a deletion.
@@ -111,25 +221,37 @@ pub(crate) struct Mvcc {
     rev: i64,
     compact_rev: i64,
     keys: BTreeMap<Vec<u8>, Vec<Version>>,
-    /// One commit per revision in `(compact_rev.., rev]`, oldest first.
+    /// One commit per revision in `[log_from.., rev]`, oldest first.
     log: VecDeque<Arc<Commit>>,
+    /// The oldest revision the log can replay: `compact_rev`, or the next revision when the
+    /// total quota needed the whole log dropped.
+    log_from: i64,
     leases: HashMap<i64, Lease>,
     /// Keep at most this many past revisions (automatic compaction); `None` = keep all.
     retention: Option<i64>,
-    /// Approximate bytes held, for `Status.db_size`.
+    limits: Limits,
+    /// Bytes of every version held (live and past), counted by `version_size`.
     bytes: i64,
+    /// Of those, the bytes of the current values.
+    live_bytes: i64,
+    /// Bytes of the commits in `log`.
+    log_bytes: i64,
 }
 
 impl Mvcc {
-    pub(crate) fn new(retention: Option<u64>) -> Self {
+    pub(crate) fn new(limits: Limits) -> Self {
         Self {
             rev: 1,
             compact_rev: 0,
             keys: BTreeMap::new(),
             log: VecDeque::new(),
+            log_from: 0,
             leases: HashMap::new(),
-            retention: retention.map(|r| r.max(1) as i64),
+            retention: limits.retention.map(|r| r.max(1) as i64),
+            limits,
             bytes: 0,
+            live_bytes: 0,
+            log_bytes: 0,
         }
     }
 
@@ -137,8 +259,17 @@ impl Mvcc {
         self.rev
     }
 
+    /// For `Status.db_size`: the memory accounted for.
     pub(crate) fn db_size(&self) -> i64 {
-        self.bytes
+        self.memory().total() as i64
+    }
+
+    pub(crate) fn memory(&self) -> MemoryUsage {
+        MemoryUsage {
+            live_bytes: self.live_bytes as u64,
+            history_bytes: (self.bytes - self.live_bytes + self.log_bytes) as u64,
+            lease_bytes: self.leases.len() as u64 * LEASE_BYTES,
+        }
     }
 
     // ---------------------------------------------------------------- reads
@@ -260,22 +391,38 @@ impl Mvcc {
 
     /// Commits since `start` (inclusive) up to now, or the compaction revision when `start` is
     /// too old.
+    #[cfg(test)]
     pub(crate) fn commits_since(&self, start: i64) -> Result<Vec<Arc<Commit>>, i64> {
-        if start < self.compact_rev {
-            return Err(self.compact_rev);
+        if start < self.log_from {
+            return Err(self.log_from);
         }
         let idx = self.log.partition_point(|c| c.rev < start);
         Ok(self.log.iter().skip(idx).cloned().collect())
     }
 
+    /// The first commit at or after `start` (`None` when there is none yet), or the compaction
+    /// revision when `start` is too old.
+    pub(crate) fn commit_from(&self, start: i64) -> Result<Option<Arc<Commit>>, i64> {
+        if start < self.log_from {
+            return Err(self.log_from);
+        }
+        let idx = self.log.partition_point(|c| c.rev < start);
+        Ok(self.log.get(idx).cloned())
+    }
+
     // ---------------------------------------------------------------- writes
 
+    /// A put by a caller writing under `quota` (`None`: unlimited).
     pub(crate) fn put(
         &mut self,
         r: &PutRequest,
+        quota: Option<&UserQuota>,
     ) -> Result<(PutResponse, Option<Arc<Commit>>), EtcdError> {
         check_put(r)?;
         self.check_put_state(r)?;
+        let mut footprint = Footprint::default();
+        self.footprint_put(&mut footprint, r);
+        self.admit(&footprint, quota)?;
         let mut tx = self.begin();
         let resp = self.apply_put(&mut tx, r);
         Ok((resp, self.commit(tx)))
@@ -293,18 +440,24 @@ impl Mvcc {
         Ok((resp, self.commit(tx)))
     }
 
+    /// A txn by a caller writing under `quota` (`None`: unlimited).
     pub(crate) fn txn(
         &mut self,
         r: &TxnRequest,
+        quota: Option<&UserQuota>,
     ) -> Result<(TxnResponse, Option<Arc<Commit>>), EtcdError> {
         check_txn(r)?;
         // Like etcd, every compare along the chosen path is evaluated against the state before
         // the txn, and every request on it is checked, before anything is applied: a txn
-        // applies completely or not at all.
+        // applies completely or not at all. The quotas are checked on all its writes together.
         let mut path = Vec::new();
         self.choose_path(r, &mut path);
         let mut cursor = 0;
         self.check_path(r, &path, &mut cursor)?;
+        let mut footprint = Footprint::default();
+        let mut cursor = 0;
+        self.footprint_txn(&mut footprint, r, &path, &mut cursor);
+        self.admit(&footprint, quota)?;
         let mut tx = self.begin();
         let mut cursor = 0;
         let resp = self.apply_txn(&mut tx, r, &path, &mut cursor);
@@ -336,10 +489,13 @@ impl Mvcc {
             !versions.is_empty()
         });
         while self.log.front().is_some_and(|c| c.rev < rev) {
-            self.log.pop_front();
+            if let Some(c) = self.log.pop_front() {
+                self.log_bytes -= c.log_bytes;
+            }
         }
         self.bytes -= freed;
         self.compact_rev = rev;
+        self.log_from = self.log_from.max(rev);
         Ok(())
     }
 
@@ -355,10 +511,28 @@ impl Mvcc {
             return None;
         }
         self.rev = tx.rev;
+        let mut log_bytes = 0;
+        let mut frees = 0;
+        for ev in &tx.events {
+            log_bytes += (OVERHEAD
+                + ev.kv.as_ref().map_or(0, kv_bytes)
+                + ev.prev_kv.as_ref().map_or(0, kv_bytes)) as i64;
+            if let Some(prev) = &ev.prev_kv {
+                frees += value_size(prev);
+            }
+            if ev.r#type == EventType::Delete as i32
+                && let Some(kv) = &ev.kv
+            {
+                frees += tombstone_size(&kv.key);
+            }
+        }
         let commit = Arc::new(Commit {
             rev: tx.rev,
             events: tx.events,
+            log_bytes,
+            frees,
         });
+        self.log_bytes += log_bytes;
         self.log.push_back(commit.clone());
         if let Some(keep) = self.retention
             && self.rev - self.compact_rev.max(1) >= 2 * keep
@@ -366,7 +540,162 @@ impl Mvcc {
             // Amortised: compacting is a full pass, so do it once per `keep` revisions.
             let _ = self.compact(self.rev - keep);
         }
+        if let Some(budget) = self.limits.history_bytes
+            && self.memory().history_bytes > budget
+        {
+            // Amortised too: down to half the budget, so the next pass is budget/2 bytes away.
+            let rev = self.compaction_point(budget / 2);
+            let _ = self.compact(rev);
+        }
         Some(commit)
+    }
+
+    /// The oldest revision whose compaction brings history down to `target` bytes (the
+    /// current one when nothing older does).
+    fn compaction_point(&self, target: u64) -> i64 {
+        let excess = self.memory().history_bytes.saturating_sub(target) as i64;
+        // Compacting at a commit's revision drops the commits before it from the log, and
+        // every version that it or an earlier commit superseded.
+        let mut freed = 0;
+        for c in &self.log {
+            if c.rev > self.compact_rev {
+                freed += c.frees;
+            }
+            if freed >= excess {
+                return c.rev;
+            }
+            freed += c.log_bytes;
+        }
+        self.rev
+    }
+
+    // ---------------------------------------------------------------- quotas
+
+    fn footprint_put(&self, f: &mut Footprint, p: &PutRequest) {
+        let prev = match f.after.get(&p.key) {
+            Some(after) => *after,
+            None => self.latest(&p.key).map(|kv| kv.value.len()),
+        };
+        let len = if p.ignore_value {
+            prev.unwrap_or(0)
+        } else {
+            p.value.len()
+        };
+        f.after.insert(p.key.clone(), Some(len));
+        // The version, and its copy in the event log.
+        f.cost += 2 * (2 * p.key.len() + len + OVERHEAD) as u64;
+    }
+
+    fn footprint_delete(&self, f: &mut Footprint, d: &DeleteRangeRequest) {
+        let range = KeyRange::new(&d.key, &d.range_end);
+        let doomed: Vec<Vec<u8>> = self
+            .live_in(range, self.rev)
+            .filter(|kv| !f.after.contains_key(&kv.key))
+            .map(|kv| kv.key.clone())
+            .chain(
+                f.after
+                    .iter()
+                    .filter(|(k, after)| after.is_some() && range.contains(k))
+                    .map(|(k, _)| k.clone()),
+            )
+            .collect();
+        for key in doomed {
+            f.after.insert(key, None);
+        }
+    }
+
+    /// The writes on the chosen path of a txn (checked already), in order.
+    fn footprint_txn(&self, f: &mut Footprint, r: &TxnRequest, path: &[bool], cursor: &mut usize) {
+        let ok = path[*cursor];
+        *cursor += 1;
+        for op in if ok { &r.success } else { &r.failure } {
+            match &op.request {
+                Some(request_op::Request::RequestPut(p)) => self.footprint_put(f, p),
+                Some(request_op::Request::RequestDeleteRange(d)) => self.footprint_delete(f, d),
+                Some(request_op::Request::RequestTxn(t)) => self.footprint_txn(f, t, path, cursor),
+                Some(request_op::Request::RequestRange(_)) | None => {}
+            }
+        }
+    }
+
+    /// Live keys and bytes (key and value lengths) in `spans`.
+    fn usage(&self, spans: &[Span]) -> (u64, u64) {
+        let mut keys = 0;
+        let mut bytes = 0;
+        for (lo, hi) in spans {
+            let upper = match hi {
+                Some(h) if h.as_slice() <= lo.as_slice() => continue,
+                Some(h) => Bound::Excluded(h.as_slice()),
+                None => Bound::Unbounded,
+            };
+            for (key, versions) in self
+                .keys
+                .range::<[u8], _>((Bound::Included(lo.as_slice()), upper))
+            {
+                if let Some(kv) = versions.last().and_then(|v| v.kv.as_ref()) {
+                    keys += 1;
+                    bytes += (key.len() + kv.value.len()) as u64;
+                }
+            }
+        }
+        (keys, bytes)
+    }
+
+    /// Checks a write's footprint against the total quota (making room by compacting history
+    /// first, as history is ours to drop) and the caller's own.
+    fn admit(&mut self, f: &Footprint, quota: Option<&UserQuota>) -> Result<(), EtcdError> {
+        if f.cost > 0 {
+            self.make_room(f.cost)?;
+        }
+        let Some(q) = quota else {
+            return Ok(());
+        };
+        let (mut keys, mut bytes) = (0i64, 0i64);
+        for (key, after) in &f.after {
+            if !q.covers(key) {
+                continue;
+            }
+            let size = |len: Option<usize>| len.map_or((0, 0), |l| (1, (key.len() + l) as i64));
+            let (k0, b0) = size(self.latest(key).map(|kv| kv.value.len()));
+            let (k1, b1) = size(*after);
+            keys += k1 - k0;
+            bytes += b1 - b0;
+        }
+        if keys <= 0 && bytes <= 0 {
+            return Ok(());
+        }
+        let (used_keys, used_bytes) = self.usage(&q.spans);
+        let over =
+            |used: u64, delta: i64, max: u64| delta > 0 && used.saturating_add_signed(delta) > max;
+        if over(used_keys, keys, q.quota.max_keys) || over(used_bytes, bytes, q.quota.max_bytes) {
+            return Err(EtcdError::NoSpace);
+        }
+        Ok(())
+    }
+
+    /// Whether `cost` more bytes fit the total quota, compacting all history if that helps.
+    fn make_room(&mut self, cost: u64) -> Result<(), EtcdError> {
+        let Some(max) = self.limits.backend_bytes else {
+            return Ok(());
+        };
+        if self.memory().total().saturating_add(cost) <= max {
+            return Ok(());
+        }
+        if self.rev > self.compact_rev {
+            let _ = self.compact(self.rev);
+        }
+        if self.memory().total().saturating_add(cost) > max && !self.log.is_empty() {
+            // The latest commit too (a big delete holds every value it deleted): watchers
+            // resume from the next revision, told of the compaction.
+            self.log.clear();
+            self.log_bytes = 0;
+            self.log_from = self.rev + 1;
+        }
+        if self.memory().total().saturating_add(cost) <= max {
+            Ok(())
+        } else {
+            Err(EtcdError::NoSpace)
+        }
     }
 
     /// The revision reads inside `tx` see.
@@ -429,6 +758,7 @@ impl Mvcc {
             kv: Some(kv.clone()),
         };
         self.bytes += version_size(&r.key, &version);
+        self.live_bytes += value_size(&kv) - prev.as_ref().map_or(0, value_size);
         self.keys.entry(r.key.clone()).or_default().push(version);
         tx.events.push(Event {
             r#type: EventType::Put as i32,
@@ -456,6 +786,7 @@ impl Mvcc {
                 kv: None,
             };
             self.bytes += version_size(&prev.key, &tomb);
+            self.live_bytes -= value_size(prev);
             self.keys.entry(prev.key.clone()).or_default().push(tomb);
             tx.events.push(Event {
                 r#type: EventType::Delete as i32,
@@ -599,6 +930,7 @@ impl Mvcc {
         if ttl > MAX_LEASE_TTL {
             return Err(EtcdError::LeaseTtlTooLarge);
         }
+        self.make_room(LEASE_BYTES)?;
         let id = if id == 0 {
             loop {
                 let candidate = rand::random::<i64>() & i64::MAX;
@@ -692,7 +1024,23 @@ impl Mvcc {
 }
 
 fn version_size(key: &[u8], v: &Version) -> i64 {
-    (key.len() + v.kv.as_ref().map_or(0, |kv| kv.key.len() + kv.value.len()) + 48) as i64
+    match &v.kv {
+        Some(kv) => value_size(kv),
+        None => tombstone_size(key),
+    }
+}
+
+/// A value version: its key in the map, and the key and value in the `KeyValue`.
+fn value_size(kv: &KeyValue) -> i64 {
+    (kv.key.len() + kv_bytes(kv)) as i64
+}
+
+fn tombstone_size(key: &[u8]) -> i64 {
+    (key.len() + OVERHEAD) as i64
+}
+
+fn kv_bytes(kv: &KeyValue) -> usize {
+    kv.key.len() + kv.value.len() + OVERHEAD
 }
 
 fn check_range(r: &RangeRequest) -> Result<(), EtcdError> {
@@ -803,11 +1151,14 @@ mod tests {
 
     fn put(m: &mut Mvcc, k: &str, v: &str) -> i64 {
         let (_, c) = m
-            .put(&PutRequest {
-                key: k.into(),
-                value: v.into(),
-                ..Default::default()
-            })
+            .put(
+                &PutRequest {
+                    key: k.into(),
+                    value: v.into(),
+                    ..Default::default()
+                },
+                None,
+            )
             .unwrap();
         c.unwrap().rev
     }
@@ -832,7 +1183,7 @@ mod tests {
 
     #[test]
     fn revisions_history_and_compaction() {
-        let mut m = Mvcc::new(None);
+        let mut m = Mvcc::new(Limits::default());
         assert_eq!(m.rev(), 1);
         assert_eq!(put(&mut m, "a", "1"), 2);
         assert_eq!(put(&mut m, "a", "2"), 3);
@@ -857,7 +1208,7 @@ mod tests {
 
     #[test]
     fn txn_rejects_put_inside_deleted_range() {
-        let mut m = Mvcc::new(None);
+        let mut m = Mvcc::new(Limits::default());
         let txn = TxnRequest {
             success: vec![
                 RequestOp {
@@ -878,21 +1229,24 @@ mod tests {
             ],
             ..Default::default()
         };
-        assert_eq!(m.txn(&txn).unwrap_err(), EtcdError::DuplicateKey);
+        assert_eq!(m.txn(&txn, None).unwrap_err(), EtcdError::DuplicateKey);
     }
 
     #[test]
     fn lease_expiry_deletes_keys_in_one_revision() {
-        let mut m = Mvcc::new(None);
+        let mut m = Mvcc::new(Limits::default());
         let t0 = Instant::now();
         let (id, ttl) = m.lease_grant(0, 1, t0).unwrap();
         assert_eq!(ttl, MIN_LEASE_TTL);
         for k in ["h/1", "h/2"] {
-            m.put(&PutRequest {
-                key: k.into(),
-                lease: id,
-                ..Default::default()
-            })
+            m.put(
+                &PutRequest {
+                    key: k.into(),
+                    lease: id,
+                    ..Default::default()
+                },
+                None,
+            )
             .unwrap();
         }
         assert!(m.expire(t0 + Duration::from_secs(1)).is_empty());
@@ -901,5 +1255,161 @@ mod tests {
         assert_eq!(commits[0].events.len(), 2);
         assert!(m.lease_renew(id, t0).is_none());
         assert!(get(&m, "h/", "h0", 0).unwrap().is_empty());
+    }
+
+    fn quota(prefix: &str, max_keys: u64, max_bytes: u64) -> UserQuota {
+        let mut end = prefix.as_bytes().to_vec();
+        *end.last_mut().unwrap() += 1;
+        UserQuota {
+            spans: vec![(prefix.as_bytes().to_vec(), Some(end))],
+            quota: Quota {
+                max_keys,
+                max_bytes,
+            },
+        }
+    }
+
+    fn put_req(k: &str, v: &[u8]) -> PutRequest {
+        PutRequest {
+            key: k.into(),
+            value: v.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn txn_of(ops: Vec<request_op::Request>) -> TxnRequest {
+        TxnRequest {
+            success: ops
+                .into_iter()
+                .map(|r| RequestOp { request: Some(r) })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// What `memory()` says, recomputed from scratch: the accounting never drifts.
+    fn recount(m: &Mvcc) -> (i64, i64, i64) {
+        let mut bytes = 0;
+        let mut live = 0;
+        for (key, versions) in &m.keys {
+            for v in versions {
+                bytes += version_size(key, v);
+            }
+            if let Some(kv) = versions.last().and_then(|v| v.kv.as_ref()) {
+                live += value_size(kv);
+            }
+        }
+        let log = m.log.iter().map(|c| c.log_bytes).sum();
+        (bytes, live, log)
+    }
+
+    #[test]
+    fn user_quota_counts_keys_and_bytes_and_a_refusal_changes_nothing() {
+        let mut m = Mvcc::new(Limits::default());
+        let q = quota("h/", 2, 100);
+        m.put(&put_req("h/a", &[b'x'; 40]), Some(&q)).unwrap();
+        m.put(&put_req("h/b", &[b'x'; 40]), Some(&q)).unwrap();
+        // A third key: over max_keys.
+        assert_eq!(
+            m.put(&put_req("h/c", b"1"), Some(&q)).unwrap_err(),
+            EtcdError::NoSpace
+        );
+        // Growing a value past max_bytes (2 × 43 now; +20 makes 106).
+        assert_eq!(
+            m.put(&put_req("h/a", &[b'x'; 60]), Some(&q)).unwrap_err(),
+            EtcdError::NoSpace
+        );
+        assert_eq!(m.rev(), 3, "refused writes make no revision");
+        // Shrinking, and keys outside the quota's spans, always pass.
+        m.put(&put_req("h/a", b"small"), Some(&q)).unwrap();
+        m.put(&put_req("other", &[b'x'; 500]), Some(&q)).unwrap();
+        // A txn is counted whole: replacing a key (delete one, put another) fits...
+        let replace = txn_of(vec![
+            request_op::Request::RequestDeleteRange(DeleteRangeRequest {
+                key: "h/b".into(),
+                ..Default::default()
+            }),
+            request_op::Request::RequestPut(put_req("h/c", b"new")),
+        ]);
+        m.txn(&replace, Some(&q)).unwrap();
+        // ...two new keys do not, and neither is written.
+        let grow = txn_of(vec![
+            request_op::Request::RequestPut(put_req("h/d", b"1")),
+            request_op::Request::RequestPut(put_req("h/e", b"2")),
+        ]);
+        let before = m.rev();
+        assert_eq!(m.txn(&grow, Some(&q)).unwrap_err(), EtcdError::NoSpace);
+        assert_eq!(m.rev(), before);
+        assert!(get(&m, "h/d", "", 0).unwrap().is_empty());
+        assert_eq!(m.usage(&q.spans), (2, 3 + 5 + 3 + 3));
+        // Without a quota (root, auth off) only the total counts.
+        m.txn(&grow, None).unwrap();
+        let (bytes, live, log) = recount(&m);
+        assert_eq!((m.bytes, m.live_bytes, m.log_bytes), (bytes, live, log));
+    }
+
+    #[test]
+    fn history_budget_compacts_the_oldest_revisions() {
+        let budget = 64 * 1024;
+        let mut m = Mvcc::new(Limits {
+            history_bytes: Some(budget),
+            ..Limits::default()
+        });
+        let value = vec![b'v'; 4096];
+        for i in 0..200 {
+            m.put(&put_req(&format!("k{}", i % 3), &value), None)
+                .unwrap();
+            assert!(m.memory().history_bytes <= budget, "after put {i}");
+            let (bytes, live, log) = recount(&m);
+            assert_eq!((m.bytes, m.live_bytes, m.log_bytes), (bytes, live, log));
+        }
+        let mem = m.memory();
+        assert_eq!(mem.live_bytes, 3 * (2 * 2 + 4096 + OVERHEAD) as u64);
+        // The current values are all there; old revisions are gone, as etcd says.
+        assert_eq!(get(&m, "k", "l", 0).unwrap().len(), 3);
+        assert!(m.compact_rev > 100);
+        assert_eq!(get(&m, "k0", "", 2), Err(EtcdError::Compacted));
+        assert_eq!(m.commit_from(2).unwrap_err(), m.compact_rev);
+        assert_eq!(m.commit_from(m.rev()).unwrap().unwrap().rev, m.rev());
+    }
+
+    #[test]
+    fn total_quota_compacts_history_before_refusing() {
+        let mut m = Mvcc::new(Limits {
+            backend_bytes: Some(64 * 1024),
+            ..Limits::default()
+        });
+        let value = vec![b'v'; 8192];
+        // Overwrites fit: their history is dropped to make room.
+        for _ in 0..50 {
+            m.put(&put_req("same", &value), None).unwrap();
+        }
+        assert!(m.memory().total() <= 64 * 1024);
+        // New keys fill it up, then fail; a delete still works and makes room again.
+        let mut stored = 1;
+        let refused = loop {
+            match m.put(&put_req(&format!("k{stored}"), &value), None) {
+                Ok(_) => stored += 1,
+                Err(e) => break e,
+            }
+            assert!(stored < 10, "the quota refuses at some point");
+        };
+        assert_eq!(refused, EtcdError::NoSpace);
+        assert!(m.memory().total() <= 64 * 1024);
+        m.delete_range(&DeleteRangeRequest {
+            key: "k".into(),
+            range_end: "l".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        m.put(&put_req("k1", &value), None).unwrap();
+        // Leases count too: granting them fills the rest.
+        let now = Instant::now();
+        let granted = (0..2000)
+            .take_while(|_| m.lease_grant(0, 10, now).is_ok())
+            .count();
+        assert!(granted < 2000);
+        assert_eq!(m.lease_grant(0, 10, now).unwrap_err(), EtcdError::NoSpace);
+        assert!(m.memory().total() <= 64 * 1024);
     }
 }

@@ -778,6 +778,30 @@ async fn script(url: &str) -> Vec<String> {
     t.get("root read", root.range(range("/alice/x")).await);
     root.auth.auth_disable(AuthDisableRequest {}).await.unwrap();
     t.get("after disable", c.range(range("/alice/x")).await);
+
+    // --max-request-bytes (1.5 MiB by default on both): a put, and a txn, past it; just under.
+    let r = c.put(put("/big", vec![b'x'; 2_000_000])).await;
+    t.outcome("put 2 MB", "accepted", r);
+    let r = c
+        .txn(TxnRequest {
+            success: vec![
+                op_put(put("/big/1", vec![b'x'; 1_000_000])),
+                op_put(put("/big/2", vec![b'x'; 1_000_000])),
+            ],
+            ..Default::default()
+        })
+        .await;
+    t.outcome("txn 2 MB", "accepted", r);
+    let r = c.put(put("/big", vec![b'x'; 1_500_000])).await;
+    t.outcome("put 1.5 MB", "accepted", r);
+    t.get(
+        "big keys",
+        c.range(RangeRequest {
+            keys_only: true,
+            ..range_prefix("/big")
+        })
+        .await,
+    );
     t.lines
 }
 

@@ -249,5 +249,15 @@ async fn etcdctl_works_against_our_server() {
         "Authentication Disabled\n"
     );
     assert_eq!(ctl.ok(&["get", "/alice/x", "--print-value-only"]), "1\n");
+
+    // etcd's request size limit, with etcd's message (the value read from stdin).
+    let big = "x".repeat(2_000_000);
+    let out = ctl.run(&["put", "/big"], Some(&big));
+    assert!(
+        !out.ok && out.stderr.contains("etcdserver: request is too large"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(ctl.ok(&["put", "/big", "small"]), "OK\n");
     server.shutdown().await;
 }

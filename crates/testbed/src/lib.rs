@@ -328,6 +328,34 @@ impl Testbed {
             .collect()
     }
 
+    /// Cuts the host off, as a pulled cable does: every link of the host to a bridge (its veth
+    /// pairs' outer ends) goes down, so packets to and from it are dropped without a word (no
+    /// RST, no ICMP). Its processes keep running. [`restore`](Self::restore) undoes it.
+    pub fn cut(&self, host: &Host) -> Result<(), TestbedError> {
+        self.set_links(host, "down")
+    }
+
+    /// Brings a [`cut`](Self::cut) host's links back up.
+    pub fn restore(&self, host: &Host) -> Result<(), TestbedError> {
+        self.set_links(host, "up")
+    }
+
+    fn set_links(&self, host: &Host, state: &str) -> Result<(), TestbedError> {
+        let ip = find_program("ip", "iproute2")?;
+        let num = host.index + 1;
+        let mut links = Vec::new();
+        if host.reachable_from_root {
+            links.push(self.names.veth(num));
+        }
+        if host.leaf_addr.is_some() || !host.reachable_from_root {
+            links.push(self.names.leaf_veth(num));
+        }
+        for link in links {
+            run(Command::new(&ip).args(["link", "set", &link, state]), None)?;
+        }
+        Ok(())
+    }
+
     /// Gives the host a new host key and makes its sshd use it (SIGHUP: same pid, same private
     /// /tmp). known_hosts is left alone, so clients now see a changed key. Returns the new
     /// public key (`ssh-ed25519 AAAA...`).

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::diag::{Diagnostic, Diagnostics, help_for};
 use crate::yaml::{self, Node, Pos, Scalar};
-use crate::{CollectSpec, EdgeSpec, GraphSpec, ResourceSpec, Span};
+use crate::{Allow, CollectSpec, EdgeSpec, GraphSpec, ResourceSpec, Span};
 
 /// How to write an edge's `from`/`to`.
 fn end_help(end: &str) -> String {
@@ -29,7 +29,7 @@ const TOP_KEYS: &[&str] = &[
 ];
 const EDGE_KEYS: &[&str] = &["name", "from", "to", "notify"];
 const VERTEX_KEYS: &[&str] = &["kind", "name"];
-const COLLECT_KEYS: &[&str] = &["kind", "pattern", "notify"];
+const COLLECT_KEYS: &[&str] = &["kind", "pattern", "notify", "allow"];
 const META_KEYS: &[&str] = Meta::FIELDS;
 
 impl From<Pos> for Span {
@@ -86,6 +86,28 @@ pub(crate) fn parse(file: &str, text: &str, registry: &Registry) -> Result<Graph
     }
 }
 
+/// The lines of `text` as YAML counts them: a line ends at `\n`, `\r\n` or a lone `\r`
+/// (which `str::lines` does not split on), so that a diagnostic's line, which the parser
+/// counted, shows the text it names.
+fn yaml_lines(text: &str) -> Vec<&str> {
+    let mut lines = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let Some(end) = rest.find(['\n', '\r']) else {
+            lines.push(rest);
+            break;
+        };
+        lines.push(&rest[..end]);
+        let next = if rest[end..].starts_with("\r\n") {
+            end + 2
+        } else {
+            end + 1
+        };
+        rest = &rest[next..];
+    }
+    lines
+}
+
 /// A resource's parameters again, for another build: each field's JSON, but the text as
 /// written for the fields in `as_text`. Every value converted once already, so none fails here.
 fn retry_params(
@@ -138,7 +160,7 @@ impl<'a> Cx<'a> {
 
     fn error(&mut self, mut pos: Pos, message: impl Into<String>, help: Option<String>) {
         let text = self.text;
-        let lines = self.lines.get_or_insert_with(|| text.lines().collect());
+        let lines = self.lines.get_or_insert_with(|| yaml_lines(text));
         // The parser reports an unexpected end of input on the line after the last one; point
         // at the end of the last line instead, where the missing text belongs.
         if pos.line > lines.len()
@@ -149,6 +171,16 @@ impl<'a> Cx<'a> {
                 col: last.chars().count() + 1,
                 width: 1,
             };
+        }
+        // Never past the end of the line: saphyr-parser 0.3.4 counts the bytes of a directive's
+        // name and parameters as columns (`%¡¡¡` moves the column by 7), so a position later on
+        // such a line can lie beyond it.
+        if let Some(line) = lines.get(pos.line - 1) {
+            let end = line.chars().count() + 1;
+            if pos.col > end {
+                pos.col = end;
+                pos.width = 1;
+            }
         }
         self.diags.push(Diagnostic {
             file: self.file.to_string(),
@@ -893,6 +925,8 @@ impl<'a> Cx<'a> {
             };
             let (mut kind, mut pattern) = (None, None);
             let mut notify = Vec::new();
+            let mut allow: Vec<(Allow, Pos)> = Vec::new();
+            let mut pattern_pos = Pos::of(item);
             let mut ok = true;
             for (k, val) in entries {
                 let Some(key) = self.key(k) else {
@@ -911,9 +945,16 @@ impl<'a> Cx<'a> {
                             ok = false;
                         }
                     }
-                    "pattern" => pattern = Some(self.string("pattern", val).unwrap_or_default()),
+                    "pattern" => {
+                        pattern = Some(self.string("pattern", val).unwrap_or_default());
+                        pattern_pos = Pos::of(val);
+                    }
                     "notify" => match self.notify_targets(val) {
                         Some(targets) => notify = targets,
+                        None => ok = false,
+                    },
+                    "allow" => match self.allow_values(val) {
+                        Some(values) => allow = values,
                         None => ok = false,
                     },
                     other => {
@@ -929,10 +970,14 @@ impl<'a> Cx<'a> {
             let help = Some("write `- kind: file` and `pattern: /tmp/`".to_string());
             match (kind, pattern) {
                 (Some(kind), Some(pattern)) if ok => {
+                    if !self.allow_fits(&kind, &pattern, pattern_pos, &allow) {
+                        continue;
+                    }
                     let rule = CollectSpec {
                         kind,
                         pattern,
                         notify: notify.iter().map(|(id, _)| id.clone()).collect(),
+                        allow: allow.iter().map(|(a, _)| *a).collect(),
                         span: Pos::of(item).into(),
                     };
                     if check_cycles && !notify.is_empty() {
@@ -946,6 +991,127 @@ impl<'a> Cx<'a> {
             }
         }
         out
+    }
+
+    /// A collect rule's `allow:`: a list of [`Allow`] names (null: none). `None` when any entry
+    /// is wrong (each is reported); duplicates are dropped.
+    fn allow_values(&mut self, v: &Node) -> Option<Vec<(Allow, Pos)>> {
+        let names: Vec<&str> = Allow::ALL.iter().map(|a| a.name()).collect();
+        let help = || {
+            Some(format!(
+                "write e.g. `allow: [mode, owner]`; valid values: {}",
+                names
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        };
+        if yaml::is_null(v) {
+            return Some(Vec::new());
+        }
+        let Some(items) = yaml::sequence(v) else {
+            self.error(
+                Pos::of(v),
+                format!(
+                    "`allow` of a collect rule must be a list, found {}",
+                    yaml::describe(v)
+                ),
+                help(),
+            );
+            return None;
+        };
+        let mut out: Vec<(Allow, Pos)> = Vec::new();
+        let mut ok = true;
+        for item in items {
+            let text = match yaml::text(item) {
+                Ok(Some(t)) => t,
+                _ => {
+                    self.error(
+                        Pos::of(item),
+                        format!(
+                            "an `allow` value must be a name, found {}",
+                            yaml::describe(item)
+                        ),
+                        help(),
+                    );
+                    ok = false;
+                    continue;
+                }
+            };
+            match Allow::from_name(text) {
+                Some(a) => {
+                    if !out.iter().any(|(seen, _)| *seen == a) {
+                        out.push((a, Pos::of(item)));
+                    }
+                }
+                None => {
+                    self.error(
+                        Pos::of(item),
+                        format!("unknown `allow` value `{text}`"),
+                        Some(help_for(text, "`allow` values", &names)),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
+    /// Whether a rule's `allow` suits its kind and pattern (each misfit reported):
+    ///
+    /// - every value but `meta` widens what a *file* may carry, so another kind cannot name it;
+    /// - a file rule with an empty pattern would let every exporter choose any path on this
+    ///   host: refused here, at load, rather than by refusing each export at run time (a rule
+    ///   that can never collect anything is a mistake to point out before it runs), unless
+    ///   `allow: [path]` says that is meant;
+    /// - `path` only means something with an empty pattern (otherwise collected files always
+    ///   land in the pattern's directory), so naming it with a pattern is refused as misleading.
+    fn allow_fits(
+        &mut self,
+        kind: &str,
+        pattern: &str,
+        pattern_pos: Pos,
+        allow: &[(Allow, Pos)],
+    ) -> bool {
+        let mut ok = true;
+        if kind != "file" {
+            for (a, pos) in allow.iter().filter(|(a, _)| a.file_only()) {
+                self.error(
+                    *pos,
+                    format!("`allow: {a}` applies only to `file` collect rules, not `{kind}`"),
+                    Some("only `meta` can be allowed for other kinds".to_string()),
+                );
+                ok = false;
+            }
+            return ok;
+        }
+        let path = allow.iter().find(|(a, _)| *a == Allow::Path);
+        match (pattern.is_empty(), path) {
+            (true, None) => {
+                self.error(
+                    pattern_pos,
+                    "a `file` collect rule with an empty `pattern` would let every exporting host choose any path on this host",
+                    Some(
+                        "give the directory collected files land in (`pattern: /tmp/collected/`), or write `allow: [path]` to accept the exporters' own paths"
+                            .to_string(),
+                    ),
+                );
+                ok = false;
+            }
+            (false, Some((_, pos))) => {
+                self.error(
+                    *pos,
+                    "`allow: path` applies only to a `file` rule with an empty `pattern`",
+                    Some(format!(
+                        "collected files always land in `{pattern}`: drop `path` from `allow`"
+                    )),
+                );
+                ok = false;
+            }
+            _ => {}
+        }
+        ok
     }
 
     /// A collect rule's `notify:`: a list of local resources, `[{kind: K, name: N}, ...]`, each

@@ -2,18 +2,23 @@
 //! through a [`resource::Registry`], edges, collect rules) or every problem found out, each
 //! with file, line and column.
 //!
-//! Pure: it never reads files, talks to a store or runs anything; [`parse_file`] is the one
-//! thin convenience that reads the text first. Exported (`@@`) resources are built and marked
+//! Pure: it never reads files, talks to a store or runs anything, except [`read_file`], the
+//! one way every caller reads a graph file (size limit, UTF-8 and a version that did not
+//! change while it was read, with positions), and [`parse_file`], which reads with it first.
+//! Exported (`@@`) resources are built and marked
 //! but never placed in the local graph: publishing them is the caller's business.
 
 mod check;
 mod diag;
+mod read;
 mod yaml;
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
 pub use diag::{Diagnostic, Diagnostics};
+pub use read::{MAX_FILE_BYTES, read_file};
 use resource::{Edge, ResGraph, ResId, Resource};
 
 /// A 1-based position in the graph file.
@@ -61,6 +66,11 @@ pub struct EdgeSpec {
 
 /// `collect: [{kind: file, pattern: /tmp/}]`: which exported resources this host takes in.
 /// The pattern's meaning belongs to the kind (for files: the directory collected files land in).
+///
+/// A collected resource is untrusted input: any host with store credentials can export one.
+/// The default policy that limits what an export may carry is the cli's (its collect module);
+/// `allow` widens it for this rule only. Naming a kind is itself a grant: a rule for `exec`
+/// lets every exporting host run commands here, as this process's user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CollectSpec {
     pub kind: String,
@@ -69,7 +79,77 @@ pub struct CollectSpec {
     /// by this rule gets a notify edge to, so they refresh whenever one of them changes.
     /// Checked to exist in the graph; adding the edges is the caller's business.
     pub notify: Vec<ResId>,
+    /// `allow: [mode, owner]`: what exports collected by this rule may carry beyond the default
+    /// policy. Checked: every value is known and applies to the rule's kind.
+    pub allow: BTreeSet<Allow>,
     pub span: Span,
+}
+
+/// One value of a collect rule's `allow:`. Each names what it lets through; all but `meta`
+/// apply to `file` rules only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Allow {
+    /// With an empty `pattern`: a collected file keeps the path its exporter gave it, anywhere
+    /// on this host. (With a pattern, files always land in its directory.)
+    Path,
+    /// Any `mode`, setuid, setgid, sticky and world-writable bits included.
+    Mode,
+    /// An `owner` other than this host's default (the user mgmt runs as).
+    Owner,
+    /// A `group` other than this host's default.
+    Group,
+    /// `source`: a copy of a file (or with `recurse`, a tree) of this host, chosen by the exporter.
+    Source,
+    /// `fragments`: content built from files of this host, chosen by the exporter.
+    Fragments,
+    /// `force`: replacing whatever is at the path (a directory tree included), removing a tree.
+    Force,
+    /// Any `meta`: named semaphores shared with this graph's resources, fast endless retries,
+    /// any `poll` and `delay`.
+    Meta,
+}
+
+impl Allow {
+    pub const ALL: [Allow; 8] = [
+        Allow::Path,
+        Allow::Mode,
+        Allow::Owner,
+        Allow::Group,
+        Allow::Source,
+        Allow::Fragments,
+        Allow::Force,
+        Allow::Meta,
+    ];
+
+    /// As written in `allow:`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Allow::Path => "path",
+            Allow::Mode => "mode",
+            Allow::Owner => "owner",
+            Allow::Group => "group",
+            Allow::Source => "source",
+            Allow::Fragments => "fragments",
+            Allow::Force => "force",
+            Allow::Meta => "meta",
+        }
+    }
+
+    /// The value written `name` (exactly, as every other field name), if there is one.
+    pub fn from_name(name: &str) -> Option<Allow> {
+        Allow::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// Whether only a `file` rule can name it.
+    pub fn file_only(self) -> bool {
+        self != Allow::Meta
+    }
+}
+
+impl std::fmt::Display for Allow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl GraphSpec {
@@ -115,18 +195,12 @@ pub fn parse(
     check::parse(file, text, registry)
 }
 
-/// Reads `path` and parses it, naming the file as given in diagnostics.
+/// Reads `path` with [`read_file`] and parses it, naming the file as given in diagnostics.
 pub fn parse_file(
     path: impl AsRef<Path>,
     registry: &resource::Registry,
 ) -> Result<GraphSpec, Diagnostics> {
     let path = path.as_ref();
-    let file = path.display().to_string();
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse(&file, &text, registry),
-        Err(e) => {
-            let message = format!("cannot read `{file}`: {e}");
-            Err(Diagnostics(vec![Diagnostic::whole_file(file, message)]))
-        }
-    }
+    let text = read_file(path)?;
+    parse(&path.display().to_string(), &text, registry)
 }

@@ -745,3 +745,108 @@ fn out_of_range_meta_values() {
         error: could not load `graph.yaml` due to 3 previous errors
     "#]].assert_eq(&errors(text));
 }
+
+#[test]
+fn collect_allow_values_are_checked() {
+    let text = "\
+graph: g
+collect:
+- kind: file
+  pattern: /tmp/c/
+  allow: [mode, ownr, 3, [x]]
+- kind: file
+  pattern: \"\"
+- kind: file
+  pattern: /tmp/d/
+  allow: [path]
+- kind: exec
+  pattern: \"\"
+  allow: [meta, owner]
+- kind: file
+  pattern: /tmp/e/
+  allow: mode
+";
+    expect![[r#"
+        error: unknown `allow` value `ownr`
+         --> graph.yaml:5:17
+          |
+        5 |   allow: [mode, ownr, 3, [x]]
+          |                 ^^^^
+          |
+          = help: did you mean `owner`?
+
+        error: unknown `allow` value `3`
+         --> graph.yaml:5:23
+          |
+        5 |   allow: [mode, ownr, 3, [x]]
+          |                       ^
+          |
+          = help: valid `allow` values: `path`, `mode`, `owner`, `group`, `source`, `fragments`, `force`, `meta`
+
+        error: an `allow` value must be a name, found a list
+         --> graph.yaml:5:26
+          |
+        5 |   allow: [mode, ownr, 3, [x]]
+          |                          ^
+          |
+          = help: write e.g. `allow: [mode, owner]`; valid values: `path`, `mode`, `owner`, `group`, `source`, `fragments`, `force`, `meta`
+
+        error: a `file` collect rule with an empty `pattern` would let every exporting host choose any path on this host
+         --> graph.yaml:7:12
+          |
+        7 |   pattern: ""
+          |            ^^
+          |
+          = help: give the directory collected files land in (`pattern: /tmp/collected/`), or write `allow: [path]` to accept the exporters' own paths
+
+        error: `allow: path` applies only to a `file` rule with an empty `pattern`
+          --> graph.yaml:10:11
+           |
+        10 |   allow: [path]
+           |           ^^^^
+           |
+           = help: collected files always land in `/tmp/d/`: drop `path` from `allow`
+
+        error: `allow: owner` applies only to `file` collect rules, not `exec`
+          --> graph.yaml:13:17
+           |
+        13 |   allow: [meta, owner]
+           |                 ^^^^^
+           |
+           = help: only `meta` can be allowed for other kinds
+
+        error: `allow` of a collect rule must be a list, found a string
+          --> graph.yaml:16:10
+           |
+        16 |   allow: mode
+           |          ^^^^
+           |
+           = help: write e.g. `allow: [mode, owner]`; valid values: `path`, `mode`, `owner`, `group`, `source`, `fragments`, `force`, `meta`
+
+        error: could not load `graph.yaml` due to 7 previous errors
+    "#]].assert_eq(&errors(text));
+}
+
+#[test]
+fn collect_allow_is_parsed() {
+    let spec = yamlgraph::parse(
+        "graph.yaml",
+        "graph: g\ncollect:\n- kind: file\n  pattern: \"\"\n  allow: [owner, path, mode, owner]\n- kind: msg\n  pattern: \"\"\n  allow: [meta]\n- kind: file\n  pattern: /tmp/\n  allow:\n",
+        &common::registry(),
+    )
+    .expect("valid");
+    use yamlgraph::Allow;
+    let allowed: Vec<Vec<Allow>> = spec
+        .collect
+        .iter()
+        .map(|c| c.allow.iter().copied().collect())
+        .collect();
+    assert_eq!(
+        allowed,
+        [
+            vec![Allow::Path, Allow::Mode, Allow::Owner],
+            vec![Allow::Meta],
+            vec![]
+        ]
+    );
+}

@@ -23,7 +23,6 @@ use crate::upload::{self, SeedFile, sh};
 
 /// What a host has on the remote side so far, so cleanup knows what to undo.
 pub(super) struct Progress {
-    pub host: String,
     pub bytes_sent: u64,
     pub cache: CacheUse,
     pub run_dir: Option<String>,
@@ -111,7 +110,6 @@ pub(super) async fn run_host(
 ) -> HostReport {
     let start = Instant::now();
     let mut p = Progress {
-        host: t.hostname.clone(),
         bytes_sent: 0,
         cache: CacheUse::Unknown,
         run_dir: None,
@@ -210,7 +208,13 @@ async fn host_main(
     let running = match started {
         Ok(r) => r,
         Err(stop) => {
-            cleanup(shared, &session, p, None, true).await;
+            let stop = match stop {
+                Stop::Failed(step, e) => Stop::Failed(step, session.explain(e)),
+                other => other,
+            };
+            if let Err(e) = cleanup(&session, p, None, true).await {
+                warn(shared, &host, format!("cleanup failed too: {e}")).await;
+            }
             session.close().await;
             return finish_setup_failure(shared, &host, stop, permit).await;
         }
@@ -225,7 +229,24 @@ async fn host_main(
         .await;
     drop(permit);
     let (outcome, exit, pid) = supervise(shared, &session, t, extras, cancel, p, running).await;
-    cleanup(shared, &session, p, pid, shared.cfg.force.is_cancelled()).await;
+    // Whatever the child's channel made of it (no exit status, a stop that got no answer),
+    // a connection that died of silence is what happened to this host.
+    let outcome = if session.went_silent() {
+        HostOutcome::Failed {
+            step: match outcome {
+                HostOutcome::Failed { step, .. } => step,
+                _ => Step::Run,
+            },
+            error: Arc::new(Error::Silent {
+                host: host.clone(),
+                secs: crate::session::SILENCE.as_secs(),
+            }),
+        }
+    } else {
+        outcome
+    };
+    let cleaned = cleanup(&session, p, pid, shared.cfg.force.is_cancelled()).await;
+    let outcome = with_cleanup(shared, &host, outcome, cleaned).await;
     session.close().await;
     (outcome, exit, true)
 }
@@ -313,6 +334,12 @@ async fn setup(
     .await?;
     p.bytes_sent += seed.iter().map(|f| f.bytes.len() as u64).sum::<u64>();
     p.run_dir = Some(probe.run_dir.clone());
+    if probe.swept > 0 {
+        tracing::info!(
+            "removed {} stale run dir(s) or upload temp file(s) left by earlier runs",
+            probe.swept
+        );
+    }
     p.cache = match (cfg.caching, probe.hit) {
         (false, _) => CacheUse::Disabled,
         (true, true) => CacheUse::Hit,
@@ -320,12 +347,19 @@ async fn setup(
     };
     if !probe.hit {
         let bytes = shared.binary().await.map_err(fail(Step::Upload))?;
-        p.bytes_sent += cancellable(
+        let copied = cancellable(
             cancel,
             Step::Upload,
-            upload::upload_binary(s, &probe.bin_dir, &bytes, &cfg.binary_hash),
+            upload::upload_binary(s, &probe.bin_dir, &probe.conn, &bytes, &cfg.binary_hash),
         )
-        .await?;
+        .await;
+        match copied {
+            Ok(n) => p.bytes_sent += n,
+            Err(e) => {
+                p.cache = CacheUse::CopyFailed;
+                return Err(e);
+            }
+        }
     }
     let port = cancellable(cancel, Step::Tunnel, s.reverse_tunnel()).await?;
     let stamp = cfg.caching.then(|| upload::stamp_path(&probe.bin_dir));
@@ -363,17 +397,45 @@ async fn setup(
 }
 
 /// Stops a child that may still run (a no-op when it is gone) and removes the run dir (with
-/// an uncached binary), in one exec. Failures are warnings.
-async fn cleanup(shared: &Shared, s: &Session, p: &Progress, pid: Option<Pid>, force: bool) {
+/// an uncached binary), in one exec. A host that went silent is not asked (its child ends by
+/// itself once its store is gone, and the next run sweeps its dir).
+async fn cleanup(s: &Session, p: &Progress, pid: Option<Pid>, force: bool) -> Result<(), Error> {
     let Some(dir) = &p.run_dir else {
-        return;
+        return Ok(());
     };
+    if s.went_silent() {
+        return Ok(());
+    }
     let script = scripts::cleanup_script(pid.as_ref(), dir, force);
-    if let Err(e) = s
-        .run_ok("run dir removal", &sh(&script), None, Step::Cleanup)
-        .await
-    {
-        warn(shared, &p.host, format!("cannot remove {dir}: {e}")).await;
+    s.run_ok(
+        "cleanup (stopping the child, removing the run dir)",
+        &sh(&script),
+        None,
+        Step::Cleanup,
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| s.explain(e))
+}
+
+/// The host's outcome once its cleanup is known: a run that ended well but could not clean up
+/// failed (at cleanup); an earlier failure stays the outcome and the cleanup's is a warning.
+async fn with_cleanup(
+    shared: &Shared,
+    host: &str,
+    outcome: HostOutcome,
+    cleaned: Result<(), Error>,
+) -> HostOutcome {
+    match (cleaned, outcome) {
+        (Ok(()), o) => o,
+        (Err(e), HostOutcome::Failed { step, error }) => {
+            warn(shared, host, format!("cleanup failed too: {e}")).await;
+            HostOutcome::Failed { step, error }
+        }
+        (Err(e), _) => HostOutcome::Failed {
+            step: Step::Cleanup,
+            error: Arc::new(e),
+        },
     }
 }
 

@@ -14,7 +14,7 @@
 
 mod host;
 mod schedule;
-mod scripts;
+pub(crate) mod scripts;
 mod supervise;
 mod types;
 

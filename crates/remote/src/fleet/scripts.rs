@@ -92,6 +92,8 @@ pub(super) fn stop_script(pid: Option<&Pid>, run_dir: &str, force: bool) -> Stri
            kill -TERM -$p 2>/dev/null || kill -TERM $p 2>/dev/null; \
            i=0; while [ $i -lt {tries} ] && alive; do sleep 0.1; i=$((i+1)); done; \
            if alive; then kill -KILL -$p 2>/dev/null || kill -KILL $p 2>/dev/null; fi; \
+           i=0; while [ $i -lt 20 ] && alive; do sleep 0.1; i=$((i+1)); done; \
+           if alive; then echo \"the child (pid $p) is still running after SIGKILL\" >&2; exit 3; fi; \
            if [ \"$lead\" = \"$p\" ]; then \
              for f in /proc/[0-9]*/stat; do \
                g=$(sed 's/^.*) //' \"$f\" 2>/dev/null) || continue; set -- $g; \
@@ -102,17 +104,76 @@ pub(super) fn stop_script(pid: Option<&Pid>, run_dir: &str, force: bool) -> Stri
     )
 }
 
-/// Stops the child (see [`stop_script`]) and always succeeds.
+/// Stops the child (see [`stop_script`]); fails (status 3, with a message) only when the child
+/// is still alive afterwards.
 pub(super) fn kill_script(pid: Option<&Pid>, run_dir: &str, force: bool) -> String {
     format!("{}; exit 0", stop_script(pid, run_dir, force))
 }
 
-/// Stops a child that may still run (a no-op when it is gone), then removes the run dir.
+/// Stops a child that may still run (a no-op when it is gone), then removes the run dir. A
+/// child that cannot be stopped keeps its dir (it is live) and fails the script, as does a dir
+/// that cannot be removed: both are the host's cleanup failing, reported as such.
 pub(super) fn cleanup_script(pid: Option<&Pid>, run_dir: &str, force: bool) -> String {
     format!(
-        "{}; rm -rf -- {}",
+        "{}; rm -rf -- {dir} || exit 4; if [ -e {dir} ]; then echo \"{dir} is still there\" >&2; exit 4; fi",
         stop_script(pid, run_dir, force),
-        quote(run_dir)
+        dir = quote(run_dir)
+    )
+}
+
+/// The file in the run dir naming the SSH connection that made it: the pid and start time of
+/// the sshd process serving that connection (the parent of every command run on it), which
+/// lives exactly as long as the connection.
+pub(super) const OWNER_FILE: &str = "owner";
+
+/// A shell function `alive PID START`: whether PID runs and started at START (clock ticks
+/// after boot, field 22 of /proc/PID/stat), so a recycled pid never counts.
+pub(crate) const ALIVE_FN: &str = "alive_as() { f=$(sed 's/^.*) //' /proc/$1/stat 2>/dev/null) || return 1; \
+     want=$2; set -- $f; [ \"$1\" != Z ] && [ \"${20}\" = \"$want\" ]; }; ";
+
+/// Shell for the probe, run before it makes its own run dir: removes the run dirs under
+/// `tmp_prefix` and the upload temp files in the binary cache that nobody owns any more, and
+/// prints `swept=N` (how many). A run dir is live while its child (its pid file) or the
+/// connection that made it (its owner file) lives; one with neither file is left alone for an
+/// hour (a probe of an older version could be making it). An upload temp file carries its
+/// connection's pid and start time in its name (see `upload`); one without is left for an hour.
+/// Only entries the login user owns are touched, never through a symlink.
+pub(crate) fn sweep_script(tmp_prefix: &str) -> String {
+    let prefix = quote(tmp_prefix.trim_end_matches('/'));
+    format!(
+        "{ALIVE_FN}n=0; \
+         for d in {prefix}/mgmt.????????; do \
+           [ -d \"$d\" ] && [ ! -L \"$d\" ] && [ -O \"$d\" ] || continue; \
+           live=; known=; \
+           for f in {PID_FILE} {OWNER_FILE}; do \
+             [ -f \"$d/$f\" ] || continue; known=1; \
+             p=; st=; {{ read -r p st < \"$d/$f\"; }} 2>/dev/null || true; \
+             case \"$p$st\" in ''|*[!0-9]*) continue ;; esac; \
+             if alive_as \"$p\" \"$st\"; then live=1; fi; \
+           done; \
+           [ -z \"$live\" ] || continue; \
+           if [ -z \"$known\" ] && [ -z \"$(find \"$d\" -maxdepth 0 -mmin +60 2>/dev/null)\" ]; then continue; fi; \
+           rm -rf -- \"$d\" 2>/dev/null && n=$((n+1)); \
+         done; \
+         for t in \"$HOME\"/.cache/mgmt/bin/*/.mgmt.*; do \
+           [ -f \"$t\" ] && [ ! -L \"$t\" ] && [ -O \"$t\" ] || continue; \
+           o=${{t##*/.mgmt.}}; o=${{o%%.*}}; p=${{o%-*}}; st=${{o#*-}}; \
+           case \"$o\" in *-*) ;; *) p=; st=;; esac; \
+           case \"$p$st\" in ''|*[!0-9]*) \
+             [ -n \"$(find \"$t\" -maxdepth 0 -mmin +60 2>/dev/null)\" ] || continue ;; \
+           *) ! alive_as \"$p\" \"$st\" || continue ;; esac; \
+           rm -f -- \"$t\" 2>/dev/null && n=$((n+1)); \
+         done; \
+         echo \"swept=$n\"; "
+    )
+}
+
+/// Shell that records the connection running it as the owner of the run dir `"$r"` and sets
+/// `conn` to `PID-START` of that connection's sshd process (for upload temp file names).
+pub(crate) fn own_script() -> String {
+    format!(
+        "cst=$(sed 's/^.*) //' /proc/$PPID/stat | cut -d' ' -f20); conn=\"$PPID-$cst\"; \
+         echo \"$PPID $cst\" > \"$r\"/{OWNER_FILE}; "
     )
 }
 
@@ -171,6 +232,101 @@ mod tests {
         let s = cleanup_script(None, "/tmp/mgmt.X", false);
         assert!(s.contains("< '/tmp/mgmt.X/mgmt.pid'"), "{s}");
         assert!(s.contains("$i -lt 30 "), "{s}");
-        assert!(s.ends_with("rm -rf -- '/tmp/mgmt.X'"), "{s}");
+        assert!(s.contains("rm -rf -- '/tmp/mgmt.X' || exit 4"), "{s}");
+        assert!(s.contains("still running after SIGKILL"), "{s}");
+    }
+
+    /// Start time (field 22 of /proc/PID/stat) of a process, as the scripts read it.
+    fn start_time(pid: u32) -> String {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        rest.split(' ').nth(19).unwrap().to_string()
+    }
+
+    fn run_sh(script: &str, home: &std::path::Path) -> String {
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(script)
+            .env("HOME", home)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// The sweep, run for real by /bin/sh on this machine's /proc: a dir whose child and owner
+    /// are dead goes, one whose child (or owner) lives stays, a recent dir without marks stays;
+    /// temp files named for a dead connection go, for a live one stay.
+    #[test]
+    fn the_sweep_removes_what_nobody_owns_and_nothing_live() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let me = std::process::id();
+        let mine = format!("{me} {}", start_time(me));
+        // A process that has ended: its pid is free (or someone else's, with another start).
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let gone_pid = gone.id();
+        let gone_start = start_time(gone_pid);
+        gone.wait().unwrap();
+        let dead = format!("{gone_pid} {gone_start}");
+        let mk = |name: &str, files: &[(&str, &str)]| {
+            let d = tmp.path().join(name);
+            std::fs::create_dir(&d).unwrap();
+            for (f, text) in files {
+                std::fs::write(d.join(f), format!("{text}\n")).unwrap();
+            }
+            d
+        };
+        let stale = mk("mgmt.AAAAAAAA", &[(PID_FILE, &dead), (OWNER_FILE, &dead)]);
+        let child_lives = mk("mgmt.BBBBBBBB", &[(PID_FILE, &mine), (OWNER_FILE, &dead)]);
+        let owner_lives = mk("mgmt.CCCCCCCC", &[(OWNER_FILE, &mine)]);
+        let unmarked = mk("mgmt.DDDDDDDD", &[]);
+        let garbage = mk(
+            "mgmt.EEEEEEEE",
+            &[(PID_FILE, "x; rm -rf /"), (OWNER_FILE, "")],
+        );
+        let not_ours = mk("other.FFFFFFFF", &[(PID_FILE, &dead)]);
+        let cache = home.path().join(".cache/mgmt/bin/abc");
+        std::fs::create_dir_all(&cache).unwrap();
+        let dead_tmp = cache.join(format!(".mgmt.{}.x.tmp", dead.replace(' ', "-")));
+        let live_tmp = cache.join(format!(".mgmt.{}.y.tmp", mine.replace(' ', "-")));
+        let young_tmp = cache.join(".mgmt.0123abcd.tmp");
+        for f in [&dead_tmp, &live_tmp, &young_tmp] {
+            std::fs::write(f, "x").unwrap();
+        }
+        let out = run_sh(&sweep_script(&tmp.path().to_string_lossy()), home.path());
+        // The stale dir, the garbage-marked one (marked, nothing alive) and the dead temp file.
+        assert_eq!(out.trim(), "swept=3");
+        assert!(!stale.exists() && !garbage.exists() && !dead_tmp.exists());
+        for kept in [
+            &child_lives,
+            &owner_lives,
+            &unmarked,
+            &not_ours,
+            &live_tmp,
+            &young_tmp,
+        ] {
+            assert!(kept.exists(), "{} was kept", kept.display());
+        }
+    }
+
+    /// The probe's owner mark names the process that ran it (the sshd connection, there).
+    #[test]
+    fn the_owner_mark_names_the_parent_process() {
+        let r = tempfile::tempdir().unwrap();
+        let script = format!(
+            "r={}; {} echo \"$conn\"",
+            quote(&r.path().to_string_lossy()),
+            own_script()
+        );
+        let out = run_sh(&script, r.path());
+        let me = std::process::id();
+        assert_eq!(out.trim(), format!("{me}-{}", start_time(me)));
+        let mark = std::fs::read_to_string(r.path().join(OWNER_FILE)).unwrap();
+        assert_eq!(mark.trim(), format!("{me} {}", start_time(me)));
     }
 }

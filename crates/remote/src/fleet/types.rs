@@ -25,6 +25,8 @@ pub enum ChildArg {
     RunDirFile(String),
     /// `http://127.0.0.1:<port>`: the initiator's store, through the host's reverse tunnel.
     StoreUrl,
+    /// The run dir's absolute path on the host.
+    RunDir,
 }
 
 /// What a [`ChildArg`] is resolved against: known once the run dir and the tunnel exist.
@@ -50,6 +52,7 @@ impl ChildArg {
             ChildArg::Graph => format!("{}/{}", cx.run_dir, cx.graph),
             ChildArg::RunDirFile(name) => format!("{}/{name}", cx.run_dir),
             ChildArg::StoreUrl => format!("http://127.0.0.1:{}", cx.store_port),
+            ChildArg::RunDir => cx.run_dir.to_string(),
         }
     }
 }
@@ -252,6 +255,8 @@ pub enum CacheUse {
     Miss,
     /// `caching = false`: uploaded into the run dir.
     Disabled,
+    /// It had to be copied, and the copy failed.
+    CopyFailed,
     /// The run ended before the probe.
     Unknown,
 }
@@ -261,6 +266,7 @@ crate::words::words!(CacheUse, "cache use", {
     Hit => "cached",
     Miss => "copied",
     Disabled => "no-cache",
+    CopyFailed => "copy-failed",
     Unknown => "-",
 });
 
@@ -334,7 +340,7 @@ mod tests {
             assert_eq!(s.as_str().parse::<Step>(), Ok(*s));
         }
         assert_eq!(HostState::ALL.len(), 5);
-        assert_eq!(CacheUse::ALL.len(), 4);
+        assert_eq!(CacheUse::ALL.len(), 5);
         assert_eq!(Step::ALL.len(), 11);
         for bad in ["converged", "Failed", "", " done", "done\n"] {
             let e = bad.parse::<HostState>().unwrap_err();

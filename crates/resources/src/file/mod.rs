@@ -378,6 +378,13 @@ pub struct File {
     spec: Arc<FileSpec>,
 }
 
+/// The parameters as `build` reads them (every check included), without building: for a caller
+/// that must judge a file resource before it runs, such as the cli deciding whether to collect
+/// another host's export. Pure, like `build`.
+pub fn parse_spec(name: &str, params: Value) -> Result<FileSpec, BuildError> {
+    FileSpec::from_params(name, params)
+}
+
 fn build(name: &str, params: Value, meta: Meta) -> Result<Arc<dyn Resource>, BuildError> {
     let spec = FileSpec::from_params(name, params)?;
     Ok(Arc::new(File {

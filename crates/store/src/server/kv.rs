@@ -1,5 +1,6 @@
-//! The KV, Maintenance and Cluster services: permission checks, then one synchronous call into
-//! the MVCC core under its lock. Must never hold a lock across an `.await`.
+//! The KV, Maintenance and Cluster services: the request size, permission checks, then one
+//! synchronous call into the MVCC core under its lock (which checks the quotas: the caller's,
+//! from auth, and the total). Must never hold a lock across an `.await`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -82,9 +83,11 @@ impl Kv for KvService {
         let s = &self.0;
         let caller = s.caller(&req)?;
         let r = req.into_inner();
+        s.check_size(&r)?;
         check_put(s, &caller, &r)?;
+        let quota = s.auth().quota_of(&caller);
         let mut core = s.core();
-        let (mut resp, commit) = core.put(&r)?;
+        let (mut resp, commit) = core.put(&r, quota.as_ref())?;
         s.publish(commit);
         resp.header = s.header(core.rev());
         Ok(Response::new(resp))
@@ -97,6 +100,7 @@ impl Kv for KvService {
         let s = &self.0;
         let caller = s.caller(&req)?;
         let r = req.into_inner();
+        s.check_size(&r)?;
         check_delete(s, &caller, &r)?;
         let mut core = s.core();
         let (mut resp, commit) = core.delete_range(&r)?;
@@ -109,9 +113,11 @@ impl Kv for KvService {
         let s = &self.0;
         let caller = s.caller(&req)?;
         let r = req.into_inner();
+        s.check_size(&r)?;
         check_txn(s, &caller, &r)?;
+        let quota = s.auth().quota_of(&caller);
         let mut core = s.core();
-        let (mut resp, commit) = core.txn(&r)?;
+        let (mut resp, commit) = core.txn(&r, quota.as_ref())?;
         s.publish(commit);
         let rev = core.rev();
         set_txn_headers(s, &mut resp, rev);

@@ -2,9 +2,18 @@
 //! (`mvcc`, `auth`), the lease expiry task, and the in-process admin API.
 //!
 //! Concurrency: one std `Mutex` around the MVCC core and one `RwLock` around auth, each held
-//! only for a synchronous section, never across an `.await`. Commits are broadcast to watch
-//! streams while the core lock is held, so every watcher sees revisions in order without gaps;
-//! a watcher that falls behind catches up from the core's event log.
+//! only for a synchronous section, never across an `.await`. Watch streams are told of each new
+//! revision (a `watch` channel of the latest one, set while the core lock is held) and read the
+//! commits themselves from the core's event log, one at a time as their clients take them: every
+//! watcher sees revisions in order without gaps, and no commit is held for a slow reader beyond
+//! the log, whose bytes are bounded (a reader that falls behind its compaction gets etcd's
+//! compacted response).
+//!
+//! Limits (all in [`ServerConfig`]): requests are refused past etcd's `--max-request-bytes`
+//! (gRPC frames past it plus etcd's 512 KiB allowance are refused by tonic as soon as their
+//! length is read, before their body is buffered); writes past the total quota (etcd's
+//! `--quota-backend-bytes`) or the caller's own [`Quota`] fail with etcd's quota error; history
+//! past its byte budget is compacted.
 //!
 //! Shutdown: cancelling the token stops accepting, ends every watch and keepalive stream, lets
 //! tonic drain the connections, and stops the expiry task; `ServerHandle::shutdown` awaits both.
@@ -21,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, watch as latest};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
@@ -29,7 +38,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::auth::{Auth, Caller, ROOT};
 use crate::client::keys;
 use crate::error::{EtcdError, StoreError};
-use crate::mvcc::{Commit, Mvcc};
+use crate::mvcc::{Commit, Limits, MemoryUsage, Mvcc, Quota};
 use crate::pb::authpb::{Permission, permission};
 use crate::pb::etcdserverpb::ResponseHeader;
 use crate::pb::etcdserverpb::{
@@ -39,6 +48,16 @@ use crate::pb::etcdserverpb::{
 
 /// The etcd API version we answer to (`Status.version`): the 3.4 subset, served by mgmt.
 pub const API_VERSION: &str = "3.4.0";
+
+/// etcd's default `--max-request-bytes`: 1.5 MiB.
+pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1536 * 1024;
+/// The default total quota, our `--quota-backend-bytes` (etcd's is 2 GiB on disk; ours is
+/// memory): 256 MiB.
+pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 256 << 20;
+/// The default history budget: 32 MiB.
+pub const DEFAULT_HISTORY_BYTES: u64 = 32 << 20;
+/// What etcd's gRPC server accepts beyond `--max-request-bytes` (its `grpcOverheadBytes`).
+const GRPC_OVERHEAD_BYTES: u64 = 512 * 1024;
 
 /// How the embedded server is set up.
 #[derive(Debug, Clone)]
@@ -50,6 +69,22 @@ pub struct ServerConfig {
     /// Automatic compaction: keep at least this many past revisions (`None`: keep all, which
     /// is etcd's default). Watches from, and ranges at, older revisions get `ErrCompacted`.
     pub retention: Option<u64>,
+    /// Automatic compaction by size: when history (superseded values, deletions, and the event
+    /// log that watchers from past revisions replay) takes more than this many bytes, the
+    /// oldest revisions are compacted, down to half of it. `None`: no byte budget.
+    pub history_bytes: Option<u64>,
+    /// etcd's `--max-request-bytes`: larger requests fail with `etcdserver: request is too
+    /// large` (`InvalidArgument`); gRPC messages larger by more than 512 KiB are refused by the
+    /// transport (`OutOfRange`) before they are read.
+    pub max_request_bytes: u64,
+    /// etcd's `--quota-backend-bytes`, over the memory the store accounts for (live values,
+    /// history, leases): a put, txn or lease grant past it fails with `etcdserver: mvcc:
+    /// database space exceeded` (`ResourceExhausted`), after history was compacted to make
+    /// room. `None`: no total quota.
+    pub quota_backend_bytes: Option<u64>,
+    /// The quota of each user made by [`ServerHandle::add_host_user`] and
+    /// [`ServerHandle::add_prefix_user`] ([`ServerHandle::set_quota`] changes one).
+    pub host_quota: Quota,
     /// How often a watcher created with `progress_notify` hears of a quiet stream (etcd: 10 min).
     pub progress_notify_interval: Duration,
 }
@@ -60,6 +95,10 @@ impl Default for ServerConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 2379)),
             name: "mgmt".to_string(),
             retention: Some(10_000),
+            history_bytes: Some(DEFAULT_HISTORY_BYTES),
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            quota_backend_bytes: Some(DEFAULT_QUOTA_BACKEND_BYTES),
+            host_quota: Quota::HOST,
             progress_notify_interval: Duration::from_secs(600),
         }
     }
@@ -69,7 +108,8 @@ impl Default for ServerConfig {
 pub(crate) struct Shared {
     core: Mutex<Mvcc>,
     auth: RwLock<Auth>,
-    commits: broadcast::Sender<Arc<Commit>>,
+    /// The latest revision, for watch streams to wake up on (they read commits from the log).
+    latest: latest::Sender<i64>,
     /// Poked whenever a lease is granted or renewed, so the expiry task re-reads its deadline.
     lease_changed: Notify,
     cluster_id: u64,
@@ -79,6 +119,8 @@ pub(crate) struct Shared {
     /// Counts write requests: our "raft index".
     applied: AtomicU64,
     progress_interval: Duration,
+    max_request_bytes: usize,
+    host_quota: Quota,
     cancel: CancellationToken,
 }
 
@@ -106,12 +148,21 @@ impl Shared {
         })
     }
 
-    /// Broadcasts a commit; called with the core lock held, so commits go out in order.
+    /// Tells watch streams of a commit; called with the core lock held, so revisions go out
+    /// in order.
     pub(crate) fn publish(&self, commit: Option<Arc<Commit>>) {
         self.applied.fetch_add(1, Ordering::Relaxed);
         if let Some(c) = commit {
-            // No receiver is fine: nobody watches.
-            let _ = self.commits.send(c);
+            self.latest.send_replace(c.rev);
+        }
+    }
+
+    /// etcd's `--max-request-bytes`, on the encoded request.
+    pub(crate) fn check_size(&self, req: &impl prost::Message) -> Result<(), EtcdError> {
+        if req.encoded_len() > self.max_request_bytes {
+            Err(EtcdError::RequestTooLarge)
+        } else {
+            Ok(())
         }
     }
 
@@ -150,11 +201,16 @@ pub async fn serve(
         tracing::warn!(%addr, "store listens beyond loopback, as configured");
     }
     let cancel = cancel.child_token();
-    let (commits, _) = broadcast::channel(1024);
+    let (latest, _) = latest::channel(1);
+    let limits = Limits {
+        retention: cfg.retention,
+        history_bytes: cfg.history_bytes,
+        backend_bytes: cfg.quota_backend_bytes,
+    };
     let shared = Arc::new(Shared {
-        core: Mutex::new(Mvcc::new(cfg.retention)),
+        core: Mutex::new(Mvcc::new(limits)),
         auth: RwLock::new(Auth::default()),
-        commits,
+        latest,
         lease_changed: Notify::new(),
         cluster_id: rand::random::<u64>() >> 1,
         member_id: rand::random::<u64>() >> 1,
@@ -162,18 +218,32 @@ pub async fn serve(
         client_url: format!("http://{addr}"),
         applied: AtomicU64::new(1),
         progress_interval: cfg.progress_notify_interval,
+        max_request_bytes: usize::try_from(cfg.max_request_bytes).unwrap_or(usize::MAX),
+        host_quota: cfg.host_quota,
         cancel: cancel.clone(),
     });
+    // Like etcd's gRPC server: a message past this is refused once its length prefix is read.
+    let frame = usize::try_from(cfg.max_request_bytes.saturating_add(GRPC_OVERHEAD_BYTES))
+        .unwrap_or(usize::MAX);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let router = tonic::transport::Server::builder()
-        .add_service(KvServer::new(kv::KvService(shared.clone())))
-        .add_service(WatchServer::new(watch::WatchService(shared.clone())))
-        .add_service(LeaseServer::new(lease::LeaseService(shared.clone())))
-        .add_service(AuthServer::new(auth::AuthService(shared.clone())))
-        .add_service(MaintenanceServer::new(kv::MaintenanceService(
-            shared.clone(),
-        )))
-        .add_service(ClusterServer::new(kv::ClusterService(shared.clone())));
+        .add_service(KvServer::new(kv::KvService(shared.clone())).max_decoding_message_size(frame))
+        .add_service(
+            WatchServer::new(watch::WatchService(shared.clone())).max_decoding_message_size(frame),
+        )
+        .add_service(
+            LeaseServer::new(lease::LeaseService(shared.clone())).max_decoding_message_size(frame),
+        )
+        .add_service(
+            AuthServer::new(auth::AuthService(shared.clone())).max_decoding_message_size(frame),
+        )
+        .add_service(
+            MaintenanceServer::new(kv::MaintenanceService(shared.clone()))
+                .max_decoding_message_size(frame),
+        )
+        .add_service(
+            ClusterServer::new(kv::ClusterService(shared.clone())).max_decoding_message_size(frame),
+        );
     let stop = cancel.clone();
     let server = tokio::spawn(
         router.serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }),
@@ -232,8 +302,29 @@ impl ServerHandle {
         crate::StoreUrl::from(self.local_addr())
     }
 
+    /// The memory the store accounts for right now (live values, history, leases): bounded by
+    /// the total quota, and for what one host user writes by its [`Quota`].
+    pub fn memory(&self) -> MemoryUsage {
+        self.shared.core().memory()
+    }
+
+    /// Changes the quota of `user` (one made by [`add_host_user`](Self::add_host_user) or
+    /// [`add_prefix_user`](Self::add_prefix_user) has the configured `host_quota`; others have
+    /// none): [`Quota::UNLIMITED`] lifts it. It applies from the next write on.
+    pub fn set_quota(&self, user: &str, quota: Quota) -> Result<(), StoreError> {
+        self.shared
+            .auth_mut()
+            .set_quota(user, quota)
+            .map_err(|source| StoreError::Admin {
+                op: "set quota",
+                user: user.to_string(),
+                source,
+            })
+    }
+
     /// Creates `user` with `password` and a role of the same name allowed to read and write
-    /// every key starting with `prefix` (and nothing else). Works whether auth is on or not.
+    /// every key starting with `prefix` (and nothing else), within the configured
+    /// `host_quota`. Works whether auth is on or not.
     pub fn add_prefix_user(
         &self,
         user: &str,
@@ -258,13 +349,16 @@ impl ServerHandle {
             .map_err(|e| admin("role grant-permission", e))?;
         auth.user_grant_role(user, user)
             .map_err(|e| admin("user grant-role", e))?;
+        auth.set_quota(user, self.shared.host_quota)
+            .map_err(|e| admin("set quota", e))?;
         Ok(())
     }
 
     /// Creates the user a mgmt host (named `host`, which is also the user name) connects as:
     /// it may read everything under `/_mgmt/` (to collect exports and follow convergence) but
     /// write only its own keys: `/_mgmt/exported/<host>/...`, `/_mgmt/converged/<host>` and
-    /// `/_mgmt/hosts/<host>`. The remote mode creates one per host with a per-run secret.
+    /// `/_mgmt/hosts/<host>`, within the configured `host_quota` (over all three together). The
+    /// remote mode creates one per host with a per-run secret.
     pub fn add_host_user(&self, host: &str, password: &str) -> Result<(), StoreError> {
         crate::client::check_segment("host name", host)?;
         let admin = |op, source| StoreError::Admin {
@@ -302,6 +396,8 @@ impl ServerHandle {
         }
         auth.user_grant_role(host, host)
             .map_err(|e| admin("user grant-role", e))?;
+        auth.set_quota(host, self.shared.host_quota)
+            .map_err(|e| admin("set quota", e))?;
         Ok(())
     }
 

@@ -1,11 +1,14 @@
 //! The Watch service: one session per gRPC stream, holding that stream's watchers.
 //!
 //! A session is a plain stream (no task of its own) driven by tonic as the client reads: it
-//! multiplexes the client's requests, the server's commit broadcast, and the progress ticker.
-//! Watchers from a past revision first get the history from the core's event log, read under
-//! the same lock that orders the broadcast, so nothing is missed or repeated. A session that
-//! falls behind the broadcast catches up from the log (or, if compacted meanwhile, cancels its
-//! watchers with the compaction revision, as etcd does).
+//! multiplexes the client's requests, the server's news of new revisions, and the progress
+//! ticker. Each watcher knows the next revision it is due; the session reads the oldest commit
+//! any of its watchers is due from the core's event log, one commit per step and only once the
+//! client has taken the responses of the last, so it never holds more than one commit's events
+//! however slow its client: history from a past start revision and live commits take the same
+//! path, in order, nothing missed or repeated. A watcher due a revision that was compacted
+//! meanwhile (history has a byte budget) is cancelled with the compaction revision, as etcd
+//! does.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
@@ -13,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Shared;
@@ -51,8 +54,8 @@ struct Watcher {
     no_put: bool,
     no_delete: bool,
     progress_notify: bool,
-    /// Commits below this revision were already sent (history) or predate the watcher.
-    min_rev: i64,
+    /// The next revision this watcher is due: every commit below it was sent, or predates it.
+    next_rev: i64,
     /// Whether events went out since the last progress tick.
     busy: bool,
 }
@@ -85,9 +88,8 @@ struct Session {
     shared: Arc<Shared>,
     caller: Caller,
     requests: Streaming<WatchRequest>,
-    commits: broadcast::Receiver<Arc<Commit>>,
-    /// The next revision this session expects from the broadcast.
-    next_rev: i64,
+    /// The store's latest revision: changes wake the session up.
+    latest: watch::Receiver<i64>,
     watchers: BTreeMap<i64, Watcher>,
     next_id: i64,
     pending: VecDeque<WatchResponse>,
@@ -96,18 +98,14 @@ struct Session {
 
 impl Session {
     fn new(shared: Arc<Shared>, caller: Caller, requests: Streaming<WatchRequest>) -> Self {
-        let (commits, next_rev) = {
-            let core = shared.core();
-            (shared.commits.subscribe(), core.rev() + 1)
-        };
+        let latest = shared.latest.subscribe();
         let period = shared.progress_interval.max(Duration::from_millis(10));
         let ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         Self {
             shared,
             caller,
             requests,
-            commits,
-            next_rev,
+            latest,
             watchers: BTreeMap::new(),
             next_id: 0,
             pending: VecDeque::new(),
@@ -120,6 +118,13 @@ impl Session {
             if let Some(resp) = self.pending.pop_front() {
                 return Some(resp);
             }
+            // Seen before the core is read: a commit after this wakes `changed` below.
+            self.latest.borrow_and_update();
+            if self.step() {
+                // A long replay of commits this session does not want must not hog the thread.
+                tokio::task::consume_budget().await;
+                continue;
+            }
             tokio::select! {
                 _ = self.shared.cancel.cancelled() => return None,
                 req = self.requests.next() => match req {
@@ -127,10 +132,8 @@ impl Session {
                     // The client closed its side, or sent something we cannot decode.
                     Some(Err(_)) | None => return None,
                 },
-                commit = self.commits.recv() => match commit {
-                    Ok(commit) => self.deliver(&commit),
-                    Err(RecvError::Lagged(_)) => self.catch_up(),
-                    Err(RecvError::Closed) => return None,
+                changed = self.latest.changed() => if changed.is_err() {
+                    return None;
                 },
                 _ = self.ticker.tick() => self.progress(),
             }
@@ -156,7 +159,14 @@ impl Session {
                 self.pending.push_back(resp);
             }
             Some(RequestUnion::ProgressRequest(_)) => {
+                // Every event up to the revision in the header has been sent: the store's,
+                // or what the watcher furthest behind has had so far.
                 let rev = self.shared.core().rev();
+                let rev = self
+                    .watchers
+                    .values()
+                    .map(|w| w.next_rev - 1)
+                    .fold(rev, i64::min);
                 // Not tied to one watcher: etcd answers with watch id -1.
                 self.pending.push_back(self.response(rev, -1));
             }
@@ -185,9 +195,7 @@ impl Session {
             }
             Ok(self.next_id)
         };
-        let shared = self.shared.clone();
-        let core = shared.core();
-        let rev = core.rev();
+        let rev = self.shared.core().rev();
         let id = match id {
             Ok(id) => id,
             Err(reason) => {
@@ -199,93 +207,91 @@ impl Session {
                 return;
             }
         };
-        let mut watcher = Watcher {
+        let watcher = Watcher {
             key: c.key,
             end: c.range_end,
             prev_kv: c.prev_kv,
             no_put: c.filters.contains(&(FilterType::Noput as i32)),
             no_delete: c.filters.contains(&(FilterType::Nodelete as i32)),
             progress_notify: c.progress_notify,
-            min_rev: rev + 1,
+            // From a past revision: its history comes from the log, step by step.
+            next_rev: if c.start_revision > 0 {
+                c.start_revision
+            } else {
+                rev + 1
+            },
             busy: false,
         };
         let mut created = self.response(rev, id);
         created.created = true;
         self.pending.push_back(created);
-        if c.start_revision > 0 && c.start_revision <= rev {
-            match core.commits_since(c.start_revision) {
-                Ok(history) => {
-                    for commit in history {
-                        self.push_events(id, &mut watcher, &commit);
-                    }
-                }
-                Err(compact_rev) => {
-                    let mut resp = self.response(rev, id);
-                    resp.canceled = true;
-                    resp.compact_revision = compact_rev;
-                    self.pending.push_back(resp);
-                    return;
-                }
-            }
-        } else if c.start_revision > rev {
-            watcher.min_rev = c.start_revision;
-        }
         self.watchers.insert(id, watcher);
     }
 
-    fn push_events(&mut self, id: i64, watcher: &mut Watcher, commit: &Commit) {
-        let events = watcher.filter(commit);
-        if !events.is_empty() {
-            watcher.busy = true;
-            let mut resp = self.response(commit.rev, id);
-            resp.events = events;
-            self.pending.push_back(resp);
-        }
-    }
-
-    fn deliver(&mut self, commit: &Commit) {
-        if commit.rev < self.next_rev {
-            return;
-        }
-        self.next_rev = commit.rev + 1;
-        let mut watchers = std::mem::take(&mut self.watchers);
-        for (id, w) in watchers.iter_mut() {
-            if commit.rev >= w.min_rev {
-                self.push_events(*id, w, commit);
-            }
-        }
-        self.watchers = watchers;
-    }
-
-    fn catch_up(&mut self) {
+    /// Delivers the oldest commit that a watcher is due, or cancels the watchers due a
+    /// compacted revision. False when every watcher is up to date.
+    fn step(&mut self) -> bool {
+        let Some(due) = self.watchers.values().map(|w| w.next_rev).min() else {
+            return false;
+        };
         let shared = self.shared.clone();
         let core = shared.core();
-        match core.commits_since(self.next_rev) {
-            Ok(missed) => {
+        let rev = core.rev();
+        if due > rev {
+            return false;
+        }
+        match core.commit_from(due) {
+            Ok(Some(commit)) => {
                 drop(core);
-                for commit in missed {
-                    self.deliver(&commit);
-                }
+                self.deliver(&commit);
+                true
             }
+            Ok(None) => false,
             Err(compact_rev) => {
-                let rev = core.rev();
                 drop(core);
-                for id in std::mem::take(&mut self.watchers).into_keys() {
+                let behind: Vec<i64> = self
+                    .watchers
+                    .iter()
+                    .filter(|(_, w)| w.next_rev < compact_rev)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in behind {
+                    self.watchers.remove(&id);
                     let mut resp = self.response(rev, id);
                     resp.canceled = true;
                     resp.compact_revision = compact_rev;
                     self.pending.push_back(resp);
                 }
-                self.next_rev = rev + 1;
+                true
             }
         }
+    }
+
+    /// `commit` to every watcher due it: the oldest any is due, so none skips a revision.
+    fn deliver(&mut self, commit: &Commit) {
+        let mut watchers = std::mem::take(&mut self.watchers);
+        for (id, w) in watchers.iter_mut() {
+            if w.next_rev > commit.rev {
+                continue;
+            }
+            w.next_rev = commit.rev + 1;
+            let events = w.filter(commit);
+            if !events.is_empty() {
+                w.busy = true;
+                let mut resp = self.response(commit.rev, *id);
+                resp.events = events;
+                self.pending.push_back(resp);
+            }
+        }
+        self.watchers = watchers;
     }
 
     fn progress(&mut self) {
         let rev = self.shared.core().rev();
         let mut quiet = Vec::new();
         for (id, w) in self.watchers.iter_mut() {
-            if w.progress_notify && !w.busy {
+            // Only a watcher that has had everything up to `rev` may be told so.
+            if w.progress_notify && !w.busy && w.next_rev > rev {
                 quiet.push(*id);
             }
             w.busy = false;

@@ -221,6 +221,10 @@ impl<'a> IntoIterator for &'a Semaphores {
 /// Per-resource meta parameters (mgmt's `meta:`), parsed: every value here is in range.
 ///
 /// Written (YAML, and the JSON of exported resources in the store) with mgmt's names and units:
+/// The longest `delay` or `poll`: a year. Longer waits mean nothing to a running engine, and an
+/// unbounded one would overflow the clock it is added to.
+pub const MAX_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// `retry` a count or -1 (forever), `delay` in milliseconds, `poll` in seconds (0: watch),
 /// `limit` in check_applies per second (0 or `.inf`: no limit), `burst`, `noop`, `autoedge`,
 /// `autogroup`, `sema` a list of strings. [`Meta::set`] is the one parser of those values
@@ -271,9 +275,25 @@ impl Meta {
         }
         match key {
             "retry" => self.retry = Retry::from_mgmt(typed(value)?)?,
-            "delay" => self.delay = Duration::from_millis(typed(value)?),
+            "delay" => {
+                let ms: u64 = typed(value)?;
+                if ms > MAX_WAIT.as_millis() as u64 {
+                    return Err(format!(
+                        "{ms} is out of range: at most {} (a year, in milliseconds)",
+                        MAX_WAIT.as_millis()
+                    ));
+                }
+                self.delay = Duration::from_millis(ms);
+            }
             "poll" => {
-                self.poll = Some(Duration::from_secs(typed(value)?)).filter(|p| !p.is_zero());
+                let secs: u64 = typed(value)?;
+                if secs > MAX_WAIT.as_secs() {
+                    return Err(format!(
+                        "{secs} is out of range: at most {} (a year, in seconds)",
+                        MAX_WAIT.as_secs()
+                    ));
+                }
+                self.poll = Some(Duration::from_secs(secs)).filter(|p| !p.is_zero());
             }
             "limit" => self.limit = Rate::limit(typed(value)?)?,
             "burst" => self.burst = typed(value)?,
@@ -784,6 +804,14 @@ mod tests {
             (
                 json!({"poll": -1}),
                 "`poll`: invalid value: integer `-1`, expected u64",
+            ),
+            (
+                json!({"poll": 9223372036854775807u64}),
+                "`poll`: 9223372036854775807 is out of range: at most 31536000 (a year, in seconds)",
+            ),
+            (
+                json!({"delay": 18446744073709551615u64}),
+                "`delay`: 18446744073709551615 is out of range: at most 31536000000 (a year, in milliseconds)",
             ),
             (
                 json!({"sema": ["lock:0"]}),

@@ -42,6 +42,12 @@ fn build(name: &str, params: Value, meta: Meta) -> Result<Arc<dyn Resource>, Bui
                 "a timer needs an interval of at least 1 second",
             ));
         }
+        Some(secs) if secs > resource::MAX_WAIT.as_secs() => {
+            return Err(bad(
+                "interval",
+                "a timer's interval is at most a year (31536000 seconds)",
+            ));
+        }
         Some(secs) => secs,
     };
     Ok(Arc::new(Timer {
@@ -103,5 +109,20 @@ impl Resource for Timer {
             });
         }
         Ok(Outcome::InSync)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An interval too long to add to the clock is a build error, not a panic in the watch.
+    #[test]
+    fn intervals_are_between_a_second_and_a_year() {
+        let b = |v: Value| build("t", serde_json::json!({ "interval": v }), Meta::default());
+        assert!(b(Value::from(0)).is_err());
+        assert!(b(Value::from(31_536_000u64)).is_ok());
+        let e = b(Value::from(u64::MAX)).err().expect("refused").to_string();
+        assert!(e.contains("at most a year"), "{e}");
     }
 }

@@ -17,20 +17,42 @@ use crate::error::{ChildExit, Error, Step};
 use crate::session::Session;
 use crate::upload::{self, sh};
 
-/// Splits channel bytes into lines; keeps the unfinished tail.
+/// The longest line taken from a host; the rest of a longer one is dropped (a host that never
+/// sends a newline must not grow the initiator's memory).
+const MAX_LINE: usize = 64 * 1024;
+
+/// Splits channel bytes into lines; keeps the unfinished tail, at most [`MAX_LINE`] of it.
 #[derive(Default)]
 struct Lines {
     buf: Vec<u8>,
+    /// Dropping the rest of a line that was too long, up to its newline.
+    skipping: bool,
 }
 
 impl Lines {
-    fn push(&mut self, data: &[u8]) -> Vec<String> {
-        self.buf.extend_from_slice(data);
+    fn push(&mut self, mut data: &[u8]) -> Vec<String> {
         let mut lines = Vec::new();
+        if self.skipping {
+            match data.iter().position(|b| *b == b'\n') {
+                Some(i) => {
+                    self.skipping = false;
+                    data = &data[i + 1..];
+                }
+                None => return lines,
+            }
+        }
+        self.buf.extend_from_slice(data);
         while let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = self.buf.drain(..=i).collect();
             let line = String::from_utf8_lossy(&line[..i]);
             lines.push(line.trim_end_matches('\r').to_string());
+        }
+        if self.buf.len() > MAX_LINE {
+            let mut line = String::from_utf8_lossy(&self.buf[..MAX_LINE]).into_owned();
+            line.push_str(&format!(" [line cut at {MAX_LINE} bytes]"));
+            lines.push(line);
+            self.buf.clear();
+            self.skipping = true;
         }
         lines
     }
@@ -236,6 +258,25 @@ mod tests {
         assert_eq!(l.push(b"tail"), Vec::<String>::new());
         assert_eq!(l.rest().as_deref(), Some("tail"));
         assert_eq!(l.rest(), None);
+    }
+
+    #[test]
+    fn an_endless_line_is_cut_and_memory_stays_bounded() {
+        let mut l = Lines::default();
+        let chunk = vec![b'x'; 40 * 1024];
+        assert!(l.push(&chunk).is_empty());
+        let cut = l.push(&chunk);
+        assert_eq!(cut.len(), 1);
+        assert!(
+            cut[0].ends_with(" [line cut at 65536 bytes]"),
+            "{}",
+            &cut[0][65530..]
+        );
+        for _ in 0..100 {
+            assert!(l.push(&chunk).is_empty());
+            assert!(l.buf.len() <= MAX_LINE);
+        }
+        assert_eq!(l.push(b"rest\nnext\n"), vec!["next".to_string()]);
     }
 
     #[test]

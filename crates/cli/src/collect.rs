@@ -964,7 +964,7 @@ collect:
             with_meta("spin", serde_json::json!({"retry": -1, "delay": 0})),
             with_meta("spin11", serde_json::json!({"retry": 11, "delay": 99})),
             with_meta("slow", serde_json::json!({"delay": 86_400_001u64})),
-            with_meta("poll", serde_json::json!({"poll": u64::MAX})),
+            with_meta("poll", serde_json::json!({"poll": 86401})),
             with_meta("ok10", serde_json::json!({"retry": 10, "delay": 0})),
             with_meta(
                 "ok-forever",
@@ -990,7 +990,7 @@ collect:
                     "not collecting file[slow] from host evil: `meta.delay`: 86400001 ms is longer than the 86400 s an export may ask for {hint}"
                 ),
                 format!(
-                    "not collecting file[poll] from host evil: `meta.poll`: 18446744073709551615 s is longer than the 86400 s an export may ask for {hint}"
+                    "not collecting file[poll] from host evil: `meta.poll`: 86401 s is longer than the 86400 s an export may ask for {hint}"
                 ),
             ]
         );

@@ -95,6 +95,15 @@ impl Auth {
         self.users.get(user).is_some_and(|u| u.roles.contains(ROOT))
     }
 
+    /// The user `caller` is when it is limited to its own leases and held to the per-user caps
+    /// on leases and watches: any user but root. `None` when it is unlimited: auth off, or root.
+    pub(crate) fn limited_user(&self, caller: &Caller) -> Option<String> {
+        match caller {
+            Caller::User(u) if !self.is_root(u) => Some(u.clone()),
+            _ => None,
+        }
+    }
+
     /// Auth administration needs the root role once auth is on.
     pub(crate) fn check_admin(&self, caller: &Caller) -> Result<(), EtcdError> {
         match caller {
@@ -474,6 +483,10 @@ mod tests {
         let r = a.authenticate("root", "rootpw").unwrap();
         let root = a.caller(Some(&r)).unwrap();
         assert!(a.check(&root, b"\0", b"\0", true).is_ok());
+        // Every user but root is limited to its own leases and held to the caps.
+        assert_eq!(a.limited_user(&c), Some("h1".to_string()));
+        assert_eq!(a.limited_user(&root), None);
+        assert_eq!(a.limited_user(&Caller::Anyone), None);
 
         // Quotas: per user, over every interval it may write; root and the rest unlimited.
         assert_eq!(a.quota_of(&c), None);

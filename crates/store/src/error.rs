@@ -116,6 +116,10 @@ pub enum EtcdError {
     /// keys or bytes (a host user's [`Quota`](crate::Quota)).
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    /// A non-root user past one of its caps: live leases, watch streams, or watchers (etcd's
+    /// `ErrGRPCTooManyRequests`, which etcd itself sends when its apply falls behind).
+    #[error("etcdserver: too many requests")]
+    TooManyRequests,
 }
 
 impl EtcdError {
@@ -135,7 +139,7 @@ impl EtcdError {
             | AuthNotEnabled => Code::FailedPrecondition,
             PermissionDenied => Code::PermissionDenied,
             InvalidAuthToken => Code::Unauthenticated,
-            NoSpace => Code::ResourceExhausted,
+            NoSpace | TooManyRequests => Code::ResourceExhausted,
         }
     }
 }

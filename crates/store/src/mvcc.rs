@@ -136,6 +136,20 @@ pub(crate) struct Limits {
     pub(crate) history_bytes: Option<u64>,
     /// Refuse writes (and lease grants) that would take the store past this many bytes.
     pub(crate) backend_bytes: Option<u64>,
+    /// Refuse a lease grant by a limited user (see [`Writer::user`]) that already holds this
+    /// many live leases; `None`: no cap.
+    pub(crate) user_leases: Option<usize>,
+}
+
+/// Who writes, for the checks that depend on it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Writer<'a> {
+    /// The quota it writes under; `None`: unlimited.
+    pub(crate) quota: Option<&'a UserQuota>,
+    /// The user limited to its own leases (a non-root user with auth on): it may attach keys
+    /// to, renew, revoke, read and list only the leases it granted, and any other lease is to
+    /// it as one that does not exist. `None`: every lease (auth off, or root).
+    pub(crate) user: Option<&'a str>,
 }
 
 /// What a write would change, worked out before it is applied, for the quota checks.
@@ -159,6 +173,16 @@ struct Lease {
     ttl: i64,
     deadline: Instant,
     keys: BTreeSet<Vec<u8>>,
+    /// The limited user that granted it; `None`: an unlimited caller (auth off, or root), and
+    /// then only unlimited callers may use it.
+    owner: Option<String>,
+}
+
+impl Lease {
+    /// Whether `user` (see [`Writer::user`]) may use this lease.
+    fn usable_by(&self, user: Option<&str>) -> bool {
+        user.is_none_or(|u| self.owner.as_deref() == Some(u))
+    }
 }
 
 /// Remaining life of a lease, for `LeaseTimeToLive`.
@@ -227,6 +251,8 @@ pub(crate) struct Mvcc {
     /// total quota needed the whole log dropped.
     log_from: i64,
     leases: HashMap<i64, Lease>,
+    /// How many of `leases` each limited user owns (users with none are absent).
+    user_leases: HashMap<String, usize>,
     /// Keep at most this many past revisions (automatic compaction); `None` = keep all.
     retention: Option<i64>,
     limits: Limits,
@@ -247,6 +273,7 @@ impl Mvcc {
             log: VecDeque::new(),
             log_from: 0,
             leases: HashMap::new(),
+            user_leases: HashMap::new(),
             retention: limits.retention.map(|r| r.max(1) as i64),
             limits,
             bytes: 0,
@@ -412,17 +439,17 @@ impl Mvcc {
 
     // ---------------------------------------------------------------- writes
 
-    /// A put by a caller writing under `quota` (`None`: unlimited).
+    /// A put by `writer`.
     pub(crate) fn put(
         &mut self,
         r: &PutRequest,
-        quota: Option<&UserQuota>,
+        writer: Writer<'_>,
     ) -> Result<(PutResponse, Option<Arc<Commit>>), EtcdError> {
         check_put(r)?;
-        self.check_put_state(r)?;
+        self.check_put_state(r, writer.user)?;
         let mut footprint = Footprint::default();
         self.footprint_put(&mut footprint, r);
-        self.admit(&footprint, quota)?;
+        self.admit(&footprint, writer.quota)?;
         let mut tx = self.begin();
         let resp = self.apply_put(&mut tx, r);
         Ok((resp, self.commit(tx)))
@@ -440,11 +467,11 @@ impl Mvcc {
         Ok((resp, self.commit(tx)))
     }
 
-    /// A txn by a caller writing under `quota` (`None`: unlimited).
+    /// A txn by `writer`.
     pub(crate) fn txn(
         &mut self,
         r: &TxnRequest,
-        quota: Option<&UserQuota>,
+        writer: Writer<'_>,
     ) -> Result<(TxnResponse, Option<Arc<Commit>>), EtcdError> {
         check_txn(r)?;
         // Like etcd, every compare along the chosen path is evaluated against the state before
@@ -453,11 +480,11 @@ impl Mvcc {
         let mut path = Vec::new();
         self.choose_path(r, &mut path);
         let mut cursor = 0;
-        self.check_path(r, &path, &mut cursor)?;
+        self.check_path(r, &path, &mut cursor, writer.user)?;
         let mut footprint = Footprint::default();
         let mut cursor = 0;
         self.footprint_txn(&mut footprint, r, &path, &mut cursor);
-        self.admit(&footprint, quota)?;
+        self.admit(&footprint, writer.quota)?;
         let mut tx = self.begin();
         let mut cursor = 0;
         let resp = self.apply_txn(&mut tx, r, &path, &mut cursor);
@@ -582,8 +609,12 @@ impl Mvcc {
             p.value.len()
         };
         f.after.insert(p.key.clone(), Some(len));
-        // The version, and its copy in the event log.
-        f.cost += 2 * (2 * p.key.len() + len + OVERHEAD) as u64;
+        // The version (`value_size`), and its event in the log as `commit` counts it: the
+        // event's own overhead, the new value, and the value it replaces (its `prev_kv`).
+        let key = p.key.len();
+        let version = 2 * key + len + OVERHEAD;
+        let event = OVERHEAD + (key + len + OVERHEAD) + prev.map_or(0, |p| key + p + OVERHEAD);
+        f.cost += (version + event) as u64;
     }
 
     fn footprint_delete(&self, f: &mut Footprint, d: &DeleteRangeRequest) {
@@ -714,11 +745,12 @@ impl Mvcc {
             .and_then(|v| v.kv.as_ref())
     }
 
-    fn check_put_state(&self, r: &PutRequest) -> Result<(), EtcdError> {
+    /// `user` as in [`Writer::user`]: another user's lease is one that does not exist.
+    fn check_put_state(&self, r: &PutRequest, user: Option<&str>) -> Result<(), EtcdError> {
         if (r.ignore_value || r.ignore_lease) && self.latest(&r.key).is_none() {
             return Err(EtcdError::KeyNotFound);
         }
-        if r.lease != 0 && !self.leases.contains_key(&r.lease) {
+        if r.lease != 0 && self.lease(r.lease, user).is_none() {
             return Err(EtcdError::LeaseNotFound);
         }
         Ok(())
@@ -864,6 +896,7 @@ impl Mvcc {
         r: &TxnRequest,
         path: &[bool],
         cursor: &mut usize,
+        user: Option<&str>,
     ) -> Result<(), EtcdError> {
         let ok = path[*cursor];
         *cursor += 1;
@@ -872,8 +905,10 @@ impl Mvcc {
                 Some(request_op::Request::RequestRange(q)) => {
                     self.check_rev(q.revision, self.rev)?
                 }
-                Some(request_op::Request::RequestPut(p)) => self.check_put_state(p)?,
-                Some(request_op::Request::RequestTxn(t)) => self.check_path(t, path, cursor)?,
+                Some(request_op::Request::RequestPut(p)) => self.check_put_state(p, user)?,
+                Some(request_op::Request::RequestTxn(t)) => {
+                    self.check_path(t, path, cursor, user)?
+                }
                 Some(request_op::Request::RequestDeleteRange(_)) | None => {}
             }
         }
@@ -920,15 +955,28 @@ impl Mvcc {
 
     // ---------------------------------------------------------------- leases
 
-    /// Grants a lease; `id` 0 picks one. Returns the id and the TTL granted.
+    /// Grants a lease to `user` (as in [`Writer::user`]); `id` 0 picks one. Returns the id and
+    /// the TTL granted. A limited user may not pick the id (whether one is taken would tell it
+    /// of other users' leases: `etcdserver: permission denied`), and may hold at most
+    /// [`Limits::user_leases`] at once (`etcdserver: too many requests`).
     pub(crate) fn lease_grant(
         &mut self,
         id: i64,
         ttl: i64,
+        user: Option<&str>,
         now: Instant,
     ) -> Result<(i64, i64), EtcdError> {
         if ttl > MAX_LEASE_TTL {
             return Err(EtcdError::LeaseTtlTooLarge);
+        }
+        if let Some(u) = user {
+            if id != 0 {
+                return Err(EtcdError::PermissionDenied);
+            }
+            let held = self.user_leases.get(u).copied().unwrap_or(0);
+            if self.limits.user_leases.is_some_and(|max| held >= max) {
+                return Err(EtcdError::TooManyRequests);
+            }
         }
         self.make_room(LEASE_BYTES)?;
         let id = if id == 0 {
@@ -950,14 +998,38 @@ impl Mvcc {
                 ttl,
                 deadline: now + Duration::from_secs(ttl as u64),
                 keys: BTreeSet::new(),
+                owner: user.map(str::to_string),
             },
         );
+        if let Some(u) = user {
+            *self.user_leases.entry(u.to_string()).or_default() += 1;
+        }
         Ok((id, ttl))
     }
 
-    /// Revokes a lease, deleting its keys in one revision.
-    pub(crate) fn lease_revoke(&mut self, id: i64) -> Result<Option<Arc<Commit>>, EtcdError> {
+    /// Lease `id`, if it exists and `user` (as in [`Writer::user`]) may use it.
+    fn lease(&self, id: i64, user: Option<&str>) -> Option<&Lease> {
+        self.leases.get(&id).filter(|l| l.usable_by(user))
+    }
+
+    /// Revokes a lease `user` may use, deleting its keys in one revision.
+    pub(crate) fn lease_revoke(
+        &mut self,
+        id: i64,
+        user: Option<&str>,
+    ) -> Result<Option<Arc<Commit>>, EtcdError> {
+        if self.lease(id, user).is_none() {
+            return Err(EtcdError::LeaseNotFound);
+        }
         let lease = self.leases.remove(&id).ok_or(EtcdError::LeaseNotFound)?;
+        if let Some(owner) = &lease.owner
+            && let Some(held) = self.user_leases.get_mut(owner)
+        {
+            *held -= 1;
+            if *held == 0 {
+                self.user_leases.remove(owner);
+            }
+        }
         let mut tx = self.begin();
         for key in lease.keys {
             self.apply_delete(
@@ -971,16 +1043,16 @@ impl Mvcc {
         Ok(self.commit(tx))
     }
 
-    /// Keys attached to a lease (for permission checks before a revoke).
-    pub(crate) fn lease_keys(&self, id: i64) -> Option<Vec<Vec<u8>>> {
-        self.leases
-            .get(&id)
+    /// Keys attached to a lease `user` may use (for permission checks before a revoke).
+    pub(crate) fn lease_keys(&self, id: i64, user: Option<&str>) -> Option<Vec<Vec<u8>>> {
+        self.lease(id, user)
             .map(|l| l.keys.iter().cloned().collect())
     }
 
-    /// Renews a live lease; returns its TTL, or `None` when it is unknown or already expired.
-    pub(crate) fn lease_renew(&mut self, id: i64, now: Instant) -> Option<i64> {
-        let lease = self.leases.get_mut(&id)?;
+    /// Renews a live lease `user` may use; returns its TTL, or `None` when it is unknown (to
+    /// `user`) or already expired.
+    pub(crate) fn lease_renew(&mut self, id: i64, user: Option<&str>, now: Instant) -> Option<i64> {
+        let lease = self.leases.get_mut(&id).filter(|l| l.usable_by(user))?;
         if lease.deadline <= now {
             return None;
         }
@@ -988,8 +1060,13 @@ impl Mvcc {
         Some(lease.ttl)
     }
 
-    pub(crate) fn lease_info(&self, id: i64, now: Instant) -> Option<LeaseInfo> {
-        let lease = self.leases.get(&id)?;
+    pub(crate) fn lease_info(
+        &self,
+        id: i64,
+        user: Option<&str>,
+        now: Instant,
+    ) -> Option<LeaseInfo> {
+        let lease = self.lease(id, user)?;
         Some(LeaseInfo {
             remaining: lease.deadline.saturating_duration_since(now).as_secs() as i64,
             granted: lease.ttl,
@@ -997,8 +1074,14 @@ impl Mvcc {
         })
     }
 
-    pub(crate) fn lease_ids(&self) -> Vec<i64> {
-        let mut ids: Vec<i64> = self.leases.keys().copied().collect();
+    /// The leases `user` may use, sorted.
+    pub(crate) fn lease_ids(&self, user: Option<&str>) -> Vec<i64> {
+        let mut ids: Vec<i64> = self
+            .leases
+            .iter()
+            .filter(|(_, l)| l.usable_by(user))
+            .map(|(id, _)| *id)
+            .collect();
         ids.sort_unstable();
         ids
     }
@@ -1018,7 +1101,7 @@ impl Mvcc {
             .collect();
         due.sort_unstable();
         due.into_iter()
-            .filter_map(|id| self.lease_revoke(id).ok().flatten())
+            .filter_map(|id| self.lease_revoke(id, None).ok().flatten())
             .collect()
     }
 }
@@ -1157,7 +1240,7 @@ mod tests {
                     value: v.into(),
                     ..Default::default()
                 },
-                None,
+                Writer::default(),
             )
             .unwrap();
         c.unwrap().rev
@@ -1229,14 +1312,17 @@ mod tests {
             ],
             ..Default::default()
         };
-        assert_eq!(m.txn(&txn, None).unwrap_err(), EtcdError::DuplicateKey);
+        assert_eq!(
+            m.txn(&txn, Writer::default()).unwrap_err(),
+            EtcdError::DuplicateKey
+        );
     }
 
     #[test]
     fn lease_expiry_deletes_keys_in_one_revision() {
         let mut m = Mvcc::new(Limits::default());
         let t0 = Instant::now();
-        let (id, ttl) = m.lease_grant(0, 1, t0).unwrap();
+        let (id, ttl) = m.lease_grant(0, 1, None, t0).unwrap();
         assert_eq!(ttl, MIN_LEASE_TTL);
         for k in ["h/1", "h/2"] {
             m.put(
@@ -1245,7 +1331,7 @@ mod tests {
                     lease: id,
                     ..Default::default()
                 },
-                None,
+                Writer::default(),
             )
             .unwrap();
         }
@@ -1253,8 +1339,63 @@ mod tests {
         let commits = m.expire(t0 + Duration::from_secs(2));
         assert_eq!(commits.len(), 1);
         assert_eq!(commits[0].events.len(), 2);
-        assert!(m.lease_renew(id, t0).is_none());
+        assert!(m.lease_renew(id, None, t0).is_none());
         assert!(get(&m, "h/", "h0", 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_limited_user_sees_only_its_own_leases_within_its_cap() {
+        let mut m = Mvcc::new(Limits {
+            user_leases: Some(2),
+            ..Limits::default()
+        });
+        let now = Instant::now();
+        let (a, _) = m.lease_grant(0, 10, Some("a"), now).unwrap();
+        let (root, _) = m.lease_grant(0, 10, None, now).unwrap();
+        // Another user's lease, or root's, is one that does not exist.
+        for id in [a, root] {
+            assert_eq!(m.lease_renew(id, Some("b"), now), None);
+            assert_eq!(m.lease_info(id, Some("b"), now), None);
+            assert_eq!(m.lease_keys(id, Some("b")), None);
+            assert_eq!(
+                m.lease_revoke(id, Some("b")).unwrap_err(),
+                EtcdError::LeaseNotFound
+            );
+            let put = PutRequest {
+                key: "b/k".into(),
+                lease: id,
+                ..Default::default()
+            };
+            let b = Writer {
+                user: Some("b"),
+                ..Writer::default()
+            };
+            assert_eq!(m.put(&put, b).unwrap_err(), EtcdError::LeaseNotFound);
+            let txn = txn_of(vec![request_op::Request::RequestPut(put)]);
+            assert_eq!(m.txn(&txn, b).unwrap_err(), EtcdError::LeaseNotFound);
+        }
+        assert_eq!(m.lease_ids(Some("b")), Vec::<i64>::new());
+        assert_eq!(m.lease_ids(Some("a")), vec![a]);
+        assert_eq!(m.lease_ids(None).len(), 2);
+        assert_eq!(m.lease_renew(a, Some("a"), now), Some(10));
+        // A limited user may not pick an id (taken or not), and holds at most two leases.
+        assert_eq!(
+            m.lease_grant(root, 10, Some("a"), now),
+            Err(EtcdError::PermissionDenied)
+        );
+        let (a2, _) = m.lease_grant(0, 10, Some("a"), now).unwrap();
+        assert_eq!(
+            m.lease_grant(0, 10, Some("a"), now),
+            Err(EtcdError::TooManyRequests)
+        );
+        m.lease_grant(0, 10, Some("b"), now).unwrap();
+        m.lease_grant(0, 10, None, now).unwrap();
+        // Revoked or expired, a lease frees its place.
+        m.lease_revoke(a2, Some("a")).unwrap();
+        let (a3, _) = m.lease_grant(0, 2, Some("a"), now).unwrap();
+        assert!(m.expire(now + Duration::from_secs(2)).is_empty());
+        assert!(!m.lease_ids(Some("a")).contains(&a3));
+        m.lease_grant(0, 10, Some("a"), now).unwrap();
     }
 
     fn quota(prefix: &str, max_keys: u64, max_bytes: u64) -> UserQuota {
@@ -1307,22 +1448,26 @@ mod tests {
     fn user_quota_counts_keys_and_bytes_and_a_refusal_changes_nothing() {
         let mut m = Mvcc::new(Limits::default());
         let q = quota("h/", 2, 100);
-        m.put(&put_req("h/a", &[b'x'; 40]), Some(&q)).unwrap();
-        m.put(&put_req("h/b", &[b'x'; 40]), Some(&q)).unwrap();
+        let w = Writer {
+            quota: Some(&q),
+            ..Writer::default()
+        };
+        m.put(&put_req("h/a", &[b'x'; 40]), w).unwrap();
+        m.put(&put_req("h/b", &[b'x'; 40]), w).unwrap();
         // A third key: over max_keys.
         assert_eq!(
-            m.put(&put_req("h/c", b"1"), Some(&q)).unwrap_err(),
+            m.put(&put_req("h/c", b"1"), w).unwrap_err(),
             EtcdError::NoSpace
         );
         // Growing a value past max_bytes (2 × 43 now; +20 makes 106).
         assert_eq!(
-            m.put(&put_req("h/a", &[b'x'; 60]), Some(&q)).unwrap_err(),
+            m.put(&put_req("h/a", &[b'x'; 60]), w).unwrap_err(),
             EtcdError::NoSpace
         );
         assert_eq!(m.rev(), 3, "refused writes make no revision");
         // Shrinking, and keys outside the quota's spans, always pass.
-        m.put(&put_req("h/a", b"small"), Some(&q)).unwrap();
-        m.put(&put_req("other", &[b'x'; 500]), Some(&q)).unwrap();
+        m.put(&put_req("h/a", b"small"), w).unwrap();
+        m.put(&put_req("other", &[b'x'; 500]), w).unwrap();
         // A txn is counted whole: replacing a key (delete one, put another) fits...
         let replace = txn_of(vec![
             request_op::Request::RequestDeleteRange(DeleteRangeRequest {
@@ -1331,19 +1476,19 @@ mod tests {
             }),
             request_op::Request::RequestPut(put_req("h/c", b"new")),
         ]);
-        m.txn(&replace, Some(&q)).unwrap();
+        m.txn(&replace, w).unwrap();
         // ...two new keys do not, and neither is written.
         let grow = txn_of(vec![
             request_op::Request::RequestPut(put_req("h/d", b"1")),
             request_op::Request::RequestPut(put_req("h/e", b"2")),
         ]);
         let before = m.rev();
-        assert_eq!(m.txn(&grow, Some(&q)).unwrap_err(), EtcdError::NoSpace);
+        assert_eq!(m.txn(&grow, w).unwrap_err(), EtcdError::NoSpace);
         assert_eq!(m.rev(), before);
         assert!(get(&m, "h/d", "", 0).unwrap().is_empty());
         assert_eq!(m.usage(&q.spans), (2, 3 + 5 + 3 + 3));
         // Without a quota (root, auth off) only the total counts.
-        m.txn(&grow, None).unwrap();
+        m.txn(&grow, Writer::default()).unwrap();
         let (bytes, live, log) = recount(&m);
         assert_eq!((m.bytes, m.live_bytes, m.log_bytes), (bytes, live, log));
     }
@@ -1357,7 +1502,7 @@ mod tests {
         });
         let value = vec![b'v'; 4096];
         for i in 0..200 {
-            m.put(&put_req(&format!("k{}", i % 3), &value), None)
+            m.put(&put_req(&format!("k{}", i % 3), &value), Writer::default())
                 .unwrap();
             assert!(m.memory().history_bytes <= budget, "after put {i}");
             let (bytes, live, log) = recount(&m);
@@ -1382,13 +1527,13 @@ mod tests {
         let value = vec![b'v'; 8192];
         // Overwrites fit: their history is dropped to make room.
         for _ in 0..50 {
-            m.put(&put_req("same", &value), None).unwrap();
+            m.put(&put_req("same", &value), Writer::default()).unwrap();
         }
         assert!(m.memory().total() <= 64 * 1024);
         // New keys fill it up, then fail; a delete still works and makes room again.
         let mut stored = 1;
         let refused = loop {
-            match m.put(&put_req(&format!("k{stored}"), &value), None) {
+            match m.put(&put_req(&format!("k{stored}"), &value), Writer::default()) {
                 Ok(_) => stored += 1,
                 Err(e) => break e,
             }
@@ -1402,14 +1547,17 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        m.put(&put_req("k1", &value), None).unwrap();
+        m.put(&put_req("k1", &value), Writer::default()).unwrap();
         // Leases count too: granting them fills the rest.
         let now = Instant::now();
         let granted = (0..2000)
-            .take_while(|_| m.lease_grant(0, 10, now).is_ok())
+            .take_while(|_| m.lease_grant(0, 10, None, now).is_ok())
             .count();
         assert!(granted < 2000);
-        assert_eq!(m.lease_grant(0, 10, now).unwrap_err(), EtcdError::NoSpace);
+        assert_eq!(
+            m.lease_grant(0, 10, None, now).unwrap_err(),
+            EtcdError::NoSpace
+        );
         assert!(m.memory().total() <= 64 * 1024);
     }
 }

@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 use super::{API_VERSION, Shared};
 use crate::auth::Caller;
 use crate::error::EtcdError;
+use crate::mvcc::{UserQuota, Writer};
 use crate::pb::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, Member,
     MemberListRequest, MemberListResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
@@ -66,6 +67,20 @@ fn check_delete(shared: &Shared, caller: &Caller, d: &DeleteRangeRequest) -> Res
     Ok(())
 }
 
+/// What the core needs to know of a writer: its quota, and whether it is limited to its own
+/// leases (read from auth before the core is locked).
+fn writer_of(shared: &Shared, caller: &Caller) -> (Option<UserQuota>, Option<String>) {
+    let auth = shared.auth();
+    (auth.quota_of(caller), auth.limited_user(caller))
+}
+
+fn writer<'a>(quota: &'a Option<UserQuota>, user: &'a Option<String>) -> Writer<'a> {
+    Writer {
+        quota: quota.as_ref(),
+        user: user.as_deref(),
+    }
+}
+
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
@@ -85,9 +100,9 @@ impl Kv for KvService {
         let r = req.into_inner();
         s.check_size(&r)?;
         check_put(s, &caller, &r)?;
-        let quota = s.auth().quota_of(&caller);
+        let (quota, user) = writer_of(s, &caller);
         let mut core = s.core();
-        let (mut resp, commit) = core.put(&r, quota.as_ref())?;
+        let (mut resp, commit) = core.put(&r, writer(&quota, &user))?;
         s.publish(commit);
         resp.header = s.header(core.rev());
         Ok(Response::new(resp))
@@ -115,9 +130,9 @@ impl Kv for KvService {
         let r = req.into_inner();
         s.check_size(&r)?;
         check_txn(s, &caller, &r)?;
-        let quota = s.auth().quota_of(&caller);
+        let (quota, user) = writer_of(s, &caller);
         let mut core = s.core();
-        let (mut resp, commit) = core.txn(&r, quota.as_ref())?;
+        let (mut resp, commit) = core.txn(&r, writer(&quota, &user))?;
         s.publish(commit);
         let rev = core.rev();
         set_txn_headers(s, &mut resp, rev);

@@ -13,7 +13,13 @@
 //! (gRPC frames past it plus etcd's 512 KiB allowance are refused by tonic as soon as their
 //! length is read, before their body is buffered); writes past the total quota (etcd's
 //! `--quota-backend-bytes`) or the caller's own [`Quota`] fail with etcd's quota error; history
-//! past its byte budget is compacted.
+//! past its byte budget is compacted; a non-root user may hold only so many leases, watch
+//! streams and watchers at once (etcd's `too many requests` past them).
+//!
+//! Leases belong to the user that granted them: with auth on, a non-root user may renew,
+//! revoke, read, list, and attach keys to its own leases only; any other lease is to it as one
+//! that does not exist, so a host cannot keep another host's liveness key alive, or probe its
+//! lease ids.
 //!
 //! Shutdown: cancelling the token stops accepting, ends every watch and keepalive stream, lets
 //! tonic drain the connections, and stops the expiry task; `ServerHandle::shutdown` awaits both.
@@ -25,6 +31,7 @@ mod kv;
 mod lease;
 mod watch;
 
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -58,6 +65,11 @@ pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 256 << 20;
 pub const DEFAULT_HISTORY_BYTES: u64 = 32 << 20;
 /// What etcd's gRPC server accepts beyond `--max-request-bytes` (its `grpcOverheadBytes`).
 const GRPC_OVERHEAD_BYTES: u64 = 512 * 1024;
+/// The default caps of a non-root user: a mgmt host holds one lease, and three or four watch
+/// streams of one watcher each.
+const DEFAULT_MAX_USER_LEASES: usize = 64;
+const DEFAULT_MAX_USER_WATCH_STREAMS: usize = 32;
+const DEFAULT_MAX_USER_WATCHERS: usize = 256;
 
 /// How the embedded server is set up.
 #[derive(Debug, Clone)]
@@ -87,6 +99,17 @@ pub struct ServerConfig {
     pub host_quota: Quota,
     /// How often a watcher created with `progress_notify` hears of a quiet stream (etcd: 10 min).
     pub progress_notify_interval: Duration,
+    /// The live leases each non-root user may hold (with auth on; root and auth off are not
+    /// capped): one more grant fails with `etcdserver: too many requests`
+    /// (`ResourceExhausted`) until one is revoked or expires. Default 64.
+    pub max_user_leases: usize,
+    /// The watch streams each non-root user may have open at once: one more `Watch` call fails
+    /// with `etcdserver: too many requests` (`ResourceExhausted`). Default 32.
+    pub max_user_watch_streams: usize,
+    /// The watchers each non-root user may have at once, over all its streams: one more create
+    /// is answered created and cancelled at once, its `cancel_reason` the error (as etcd
+    /// answers a watch it refuses). Default 256.
+    pub max_user_watchers: usize,
 }
 
 impl Default for ServerConfig {
@@ -100,6 +123,9 @@ impl Default for ServerConfig {
             quota_backend_bytes: Some(DEFAULT_QUOTA_BACKEND_BYTES),
             host_quota: Quota::HOST,
             progress_notify_interval: Duration::from_secs(600),
+            max_user_leases: DEFAULT_MAX_USER_LEASES,
+            max_user_watch_streams: DEFAULT_MAX_USER_WATCH_STREAMS,
+            max_user_watchers: DEFAULT_MAX_USER_WATCHERS,
         }
     }
 }
@@ -121,7 +147,18 @@ pub(crate) struct Shared {
     progress_interval: Duration,
     max_request_bytes: usize,
     host_quota: Quota,
+    max_user_watch_streams: usize,
+    max_user_watchers: usize,
+    /// The watch streams and watchers each limited user has open (users with none are absent).
+    watches: Mutex<HashMap<String, WatchCount>>,
     cancel: CancellationToken,
+}
+
+/// One limited user's open watch streams and watchers.
+#[derive(Debug, Default)]
+struct WatchCount {
+    streams: usize,
+    watchers: usize,
 }
 
 impl Shared {
@@ -171,6 +208,52 @@ impl Shared {
         let token = req.metadata().get("token").and_then(|v| v.to_str().ok());
         self.auth().caller(token)
     }
+
+    /// The user `caller` is when it is limited to its own leases and capped; `None`: auth off,
+    /// or root.
+    pub(crate) fn limited_user(&self, caller: &Caller) -> Option<String> {
+        self.auth().limited_user(caller)
+    }
+
+    fn watches(&self) -> MutexGuard<'_, HashMap<String, WatchCount>> {
+        self.watches.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a new watch stream of limited `user`, or refuses it past the cap.
+    pub(crate) fn open_watch_stream(&self, user: &str) -> Result<(), EtcdError> {
+        let mut watches = self.watches();
+        if watches.get(user).map_or(0, |c| c.streams) >= self.max_user_watch_streams {
+            return Err(EtcdError::TooManyRequests);
+        }
+        watches.entry(user.to_string()).or_default().streams += 1;
+        Ok(())
+    }
+
+    /// Counts a new watcher of limited `user`, or refuses it past the cap.
+    pub(crate) fn add_watcher(&self, user: &str) -> Result<(), EtcdError> {
+        let mut watches = self.watches();
+        match watches.get_mut(user) {
+            Some(count) if count.watchers < self.max_user_watchers => {
+                count.watchers += 1;
+                Ok(())
+            }
+            _ => Err(EtcdError::TooManyRequests),
+        }
+    }
+
+    /// Forgets `watchers` watchers of limited `user`, and one stream with `stream`.
+    pub(crate) fn release_watches(&self, user: &str, stream: bool, watchers: usize) {
+        let mut watches = self.watches();
+        if let Some(count) = watches.get_mut(user) {
+            count.watchers = count.watchers.saturating_sub(watchers);
+            if stream {
+                count.streams = count.streams.saturating_sub(1);
+            }
+            if count.streams == 0 && count.watchers == 0 {
+                watches.remove(user);
+            }
+        }
+    }
 }
 
 /// A running embedded server.
@@ -206,6 +289,7 @@ pub async fn serve(
         retention: cfg.retention,
         history_bytes: cfg.history_bytes,
         backend_bytes: cfg.quota_backend_bytes,
+        user_leases: Some(cfg.max_user_leases),
     };
     let shared = Arc::new(Shared {
         core: Mutex::new(Mvcc::new(limits)),
@@ -220,6 +304,9 @@ pub async fn serve(
         progress_interval: cfg.progress_notify_interval,
         max_request_bytes: usize::try_from(cfg.max_request_bytes).unwrap_or(usize::MAX),
         host_quota: cfg.host_quota,
+        max_user_watch_streams: cfg.max_user_watch_streams,
+        max_user_watchers: cfg.max_user_watchers,
+        watches: Mutex::new(HashMap::new()),
         cancel: cancel.clone(),
     });
     // Like etcd's gRPC server: a message past this is refused once its length prefix is read.

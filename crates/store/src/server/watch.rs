@@ -9,6 +9,10 @@
 //! path, in order, nothing missed or repeated. A watcher due a revision that was compacted
 //! meanwhile (history has a byte budget) is cancelled with the compaction revision, as etcd
 //! does.
+//!
+//! A non-root user's streams and watchers count against its caps while they last (the session
+//! gives its share back when it ends): one stream too many is refused, one watcher too many is
+//! answered created and cancelled, with `etcdserver: too many requests` in both cases.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
@@ -39,7 +43,11 @@ impl Watch for WatchService {
         req: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<WatchStream>, Status> {
         let caller = self.0.caller(&req)?;
-        let session = Session::new(self.0.clone(), caller, req.into_inner());
+        let user = self.0.limited_user(&caller);
+        if let Some(u) = &user {
+            self.0.open_watch_stream(u)?;
+        }
+        let session = Session::new(self.0.clone(), caller, user, req.into_inner());
         let stream = futures::stream::unfold(session, |mut s| async move {
             s.next().await.map(|resp| (Ok(resp), s))
         });
@@ -87,6 +95,9 @@ impl Watcher {
 struct Session {
     shared: Arc<Shared>,
     caller: Caller,
+    /// The caller when it is held to the per-user caps: this session counts as one of its
+    /// streams, and each of `watchers` as one of its watchers.
+    user: Option<String>,
     requests: Streaming<WatchRequest>,
     /// The store's latest revision: changes wake the session up.
     latest: watch::Receiver<i64>,
@@ -97,13 +108,20 @@ struct Session {
 }
 
 impl Session {
-    fn new(shared: Arc<Shared>, caller: Caller, requests: Streaming<WatchRequest>) -> Self {
+    /// A session whose stream was counted already (for a limited `user`).
+    fn new(
+        shared: Arc<Shared>,
+        caller: Caller,
+        user: Option<String>,
+        requests: Streaming<WatchRequest>,
+    ) -> Self {
         let latest = shared.latest.subscribe();
         let period = shared.progress_interval.max(Duration::from_millis(10));
         let ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         Self {
             shared,
             caller,
+            user,
             requests,
             latest,
             watchers: BTreeMap::new(),
@@ -153,6 +171,7 @@ impl Session {
             Some(RequestUnion::CreateRequest(c)) => self.create(c),
             // An unknown id is ignored, as etcd does.
             Some(RequestUnion::CancelRequest(c)) if self.watchers.remove(&c.watch_id).is_some() => {
+                self.release(1);
                 let rev = self.shared.core().rev();
                 let mut resp = self.response(rev, c.watch_id);
                 resp.canceled = true;
@@ -194,6 +213,14 @@ impl Session {
                 self.next_id += 1;
             }
             Ok(self.next_id)
+        };
+        // Counted last: a refused create takes no place.
+        let id = match (id, &self.user) {
+            (Ok(id), Some(u)) => match self.shared.add_watcher(u) {
+                Ok(()) => Ok(id),
+                Err(e) => Err(format!("rpc error: code = {:?} desc = {e}", e.code())),
+            },
+            (id, _) => id,
         };
         let rev = self.shared.core().rev();
         let id = match id {
@@ -257,6 +284,7 @@ impl Session {
                     .collect();
                 for id in behind {
                     self.watchers.remove(&id);
+                    self.release(1);
                     let mut resp = self.response(rev, id);
                     resp.canceled = true;
                     resp.compact_revision = compact_rev;
@@ -286,6 +314,13 @@ impl Session {
         self.watchers = watchers;
     }
 
+    /// Gives back the places of `watchers` watchers that ended.
+    fn release(&self, watchers: usize) {
+        if let Some(u) = &self.user {
+            self.shared.release_watches(u, false, watchers);
+        }
+    }
+
     fn progress(&mut self) {
         let rev = self.shared.core().rev();
         let mut quiet = Vec::new();
@@ -298,6 +333,15 @@ impl Session {
         }
         for id in quiet {
             self.pending.push_back(self.response(rev, id));
+        }
+    }
+}
+
+impl Drop for Session {
+    /// The stream and its remaining watchers give their places back.
+    fn drop(&mut self) {
+        if let Some(u) = &self.user {
+            self.shared.release_watches(u, true, self.watchers.len());
         }
     }
 }

@@ -60,8 +60,14 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
     let cancel = CancellationToken::new();
     let me: String = crate::hostname(&args).unwrap_or_else(|_| "initiator".into());
     events.start(&me);
-    let link = storelink::connect_initiator(&args, &events, cancel.child_token()).await?;
+    let mut link = storelink::connect_initiator(&args, &events, cancel.child_token()).await?;
     let store_addr = link.tunnel_target()?;
+    // The initiator is the one that warns about invalid exports, every host's, once per
+    // change of each; the children warn only about their own. Held for the run: the watch
+    // ends when it is dropped.
+    let _invalid_exports = link
+        .watch_exports(cancel.child_token(), store::WarnInvalid::All)
+        .await?;
 
     let settings = hier::settings_from_args(&args);
     let mut cfg = hier::fleet_config(&args, store_addr, &settings, tree.height())?;

@@ -139,7 +139,14 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
                 s.publish(&collect::exports_of(&state.spec, &hostname))
                     .await?;
             }
-            Some(s.watch_exports(cancel.child_token()).await?)
+            // Under an initiator, it warns about every host's invalid exports and this host
+            // only about its own: one warning per bad key for the fleet.
+            let warn = if args.depth > 0 {
+                store::WarnInvalid::Host(hostname.to_string())
+            } else {
+                store::WarnInvalid::All
+            };
+            Some(s.watch_exports(cancel.child_token(), warn).await?)
         }
         None => None,
     };

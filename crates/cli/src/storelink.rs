@@ -196,15 +196,17 @@ impl StoreLink {
             .context("cannot publish exports")
     }
 
-    /// Every host's exports, as a live snapshot. The forwarding task is owned by this link
-    /// and ends when the link closes or the receiver is dropped.
+    /// Every host's exports, as a live snapshot, warning about the invalid ones `warn` names.
+    /// The forwarding task is owned by this link and ends when the link closes or the
+    /// receiver is dropped.
     pub async fn watch_exports(
         &mut self,
         cancel: CancellationToken,
+        warn: store::WarnInvalid,
     ) -> Result<watch::Receiver<Vec<ExportedResource>>> {
         let mut w = self
             .store
-            .watch_exports()
+            .watch_exports_warning(warn)
             .await
             .context("cannot watch exports")?;
         let first = w.next().await.context("cannot read exports")?;

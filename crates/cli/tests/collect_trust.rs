@@ -62,6 +62,10 @@ fn exports(secret: &Path, version: &str) -> Vec<ExportedResource> {
     ]
 }
 
+/// Keys under each host's own prefix that do not decode as exports.
+const EVIL_JUNK: &str = "/_mgmt/exported/evil/resources/file/junk";
+const C_JUNK: &str = "/_mgmt/exported/c/resources/file/junk";
+
 /// The refusal lines the collecting run must log, each exactly once.
 const REFUSED: [&str; 5] = [
     "not collecting file[stolen] from host evil: `source`",
@@ -114,6 +118,7 @@ fn a_hostile_hosts_exports_are_refused_and_write_nothing() {
     server.enable_auth("root-secret").unwrap();
     server.add_host_user("b", "b-secret").unwrap();
     server.add_host_user("evil", "evil-secret").unwrap();
+    server.add_host_user("c", "c-secret").unwrap();
     let url = server.url();
 
     // The collecting host, b.
@@ -152,6 +157,53 @@ collect:
     ]);
     b.wait_applied("file[collected-dir]", "changed");
 
+    // A second collecting host, c, run as a remote child is (`--depth 1`): under an
+    // initiator, a child warns only about its own invalid exports, the initiator (here b,
+    // depth 0, as an initiator's watch is) about everyone's.
+    let c_creds = dir.join("c.credentials");
+    write(
+        &c_creds,
+        &String::from_utf8(remote::Credentials::new("c", "c-secret").unwrap().encode()).unwrap(),
+    );
+    let c_collected = dir.join("c-collected");
+    let cc = c_collected.display();
+    let c_graph = dir.join("c.yaml");
+    write(
+        &c_graph,
+        &format!(
+            "graph: c
+resources:
+  file:
+  - name: collected-dir
+    path: {cc}/
+collect:
+- kind: file
+  pattern: {cc}/
+"
+        ),
+    );
+    let mut c = Running::start(&[
+        "--hostname",
+        "c",
+        "--depth",
+        "1",
+        "--no-server",
+        "--seeds",
+        &url_arg,
+        "--store-credentials",
+        c_creds.to_str().unwrap(),
+        "--yaml",
+        c_graph.to_str().unwrap(),
+    ]);
+    c.wait_applied("file[collected-dir]", "changed");
+    let c_store = rt
+        .block_on(store::Store::connect(
+            std::slice::from_ref(&url),
+            Some(("c".into(), "c-secret".into())),
+        ))
+        .unwrap();
+    rt.block_on(c_store.put(C_JUNK, "not json")).unwrap();
+
     // The compromised host, with its own credentials only: it cannot write as another host,
     // but its own prefix holds whatever it likes.
     let evil = rt
@@ -167,6 +219,7 @@ collect:
     );
     rt.block_on(evil.publish_exports("evil", exports(&secret, "v1")))
         .unwrap();
+    rt.block_on(evil.put(EVIL_JUNK, "not json")).unwrap();
     b.wait_event("the benign export collected", |v| {
         v["event"] == "applied"
             && v["id"] == "file[benign]"
@@ -186,8 +239,26 @@ collect:
             && fs::read_to_string(collected.join("benign")).ok().as_deref()
                 == Some("hello from evil, v2\n")
     });
+    // c saw every snapshot b saw once it has v2 (one watch stream, in revision order).
+    c.wait_event("c collected the benign export v2", |v| {
+        v["event"] == "applied"
+            && v["id"] == "file[benign]"
+            && fs::read_to_string(c_collected.join("benign"))
+                .ok()
+                .as_deref()
+                == Some("hello from evil, v2\n")
+    });
     let (st, err) = b.interrupt();
     assert!(st.success(), "{err}");
+    let (st, c_err) = c.interrupt();
+    assert!(st.success(), "{c_err}");
+    // Invalid exports: warned once per change through every swap, by b about both hosts',
+    // by c (a child) about its own only.
+    let skipping = |key: &str| format!("skipping the export {key} (revision");
+    assert_eq!(err.matches(&skipping(EVIL_JUNK)).count(), 1, "{err}");
+    assert_eq!(err.matches(&skipping(C_JUNK)).count(), 1, "{err}");
+    assert_eq!(c_err.matches(&skipping(C_JUNK)).count(), 1, "{c_err}");
+    assert_eq!(c_err.matches(&skipping(EVIL_JUNK)).count(), 0, "{c_err}");
 
     // Nothing of the hostile exports was written: only the benign file is in the collected
     // directory, the secret is nowhere else, and no file is setuid, setgid or world-writable.
@@ -224,5 +295,6 @@ collect:
     );
 
     drop(evil);
+    drop(c_store);
     rt.block_on(server.shutdown());
 }

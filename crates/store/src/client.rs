@@ -231,8 +231,22 @@ impl Store {
     }
 
     /// Full snapshots of all exports: the current one first, then one after each change.
+    /// Invalid exports are warned about once per change of them, all of them.
     pub async fn watch_exports(&self) -> Result<SnapshotWatch<Vec<ExportedResource>>, StoreError> {
-        SnapshotWatch::start(&self.conn, keys::EXPORTED, decode_exports).await
+        self.watch_exports_warning(WarnInvalid::All).await
+    }
+
+    /// [`watch_exports`](Self::watch_exports), warning only about the invalid exports `warn`
+    /// names (the others are logged at debug level): in a remote run the initiator warns about
+    /// every host's, each child only about its own, so one bad key is one warning for the
+    /// fleet instead of one per host.
+    pub async fn watch_exports_warning(
+        &self,
+        warn: WarnInvalid,
+    ) -> Result<SnapshotWatch<Vec<ExportedResource>>, StoreError> {
+        let mut w = SnapshotWatch::start(&self.conn, keys::EXPORTED, decode_exports).await?;
+        w.reported.warn = warn;
+        Ok(w)
     }
 
     /// Records whether `host` is converged.
@@ -367,6 +381,30 @@ const MAX_REPORTED: usize = 256;
 struct Reported {
     last: HashSet<(String, i64)>,
     unlisted: usize,
+    warn: WarnInvalid,
+}
+
+/// Which invalid exports a watch warns about (the rest are logged at debug level).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum WarnInvalid {
+    /// Every host's.
+    #[default]
+    All,
+    /// Only those under this host's own prefix.
+    Host(String),
+}
+
+impl WarnInvalid {
+    /// Whether the export at `key` (under `/_mgmt/exported/`) is one to warn about.
+    fn covers(&self, key: &str) -> bool {
+        match self {
+            WarnInvalid::All => true,
+            WarnInvalid::Host(host) => key
+                .strip_prefix(keys::EXPORTED)
+                .and_then(|rest| rest.strip_prefix(host.as_str()))
+                .is_some_and(|rest| rest.starts_with('/')),
+        }
+    }
 }
 
 /// One record that does not decode: its key, revision and why.
@@ -379,13 +417,18 @@ struct Invalid {
 impl Reported {
     /// Logs the records of one decode that were not already logged at their revision.
     fn report(&mut self, invalid: Vec<Invalid>) {
-        for line in self.fresh(invalid) {
-            tracing::warn!("{line}");
+        for (line, warn) in self.fresh(invalid) {
+            if warn {
+                tracing::warn!("{line}");
+            } else {
+                tracing::debug!("{line}");
+            }
         }
     }
 
-    /// The lines to log for one decode's invalid records (none when nothing changed).
-    fn fresh(&mut self, invalid: Vec<Invalid>) -> Vec<String> {
+    /// The lines to log for one decode's invalid records (none when nothing changed), each
+    /// with whether it is a warning (see [`WarnInvalid`]).
+    fn fresh(&mut self, invalid: Vec<Invalid>) -> Vec<(String, bool)> {
         let mut now = HashSet::new();
         let mut lines = Vec::new();
         let mut unlisted = 0;
@@ -396,16 +439,21 @@ impl Reported {
             }
             let id = (i.key, i.mod_rev);
             if !self.last.contains(&id) {
-                lines.push(format!(
+                let warn = self.warn.covers(&id.0);
+                let line = format!(
                     "skipping the export {} (revision {}): {}",
                     id.0, id.1, i.why
-                ));
+                );
+                lines.push((line, warn));
             }
             now.insert(id);
         }
         if unlisted > 0 && unlisted != self.unlisted {
-            lines.push(format!(
-                "skipping {unlisted} more invalid exports (only the first {MAX_REPORTED} are listed)"
+            lines.push((
+                format!(
+                    "skipping {unlisted} more invalid exports (only the first {MAX_REPORTED} are listed)"
+                ),
+                self.warn == WarnInvalid::All,
             ));
         }
         self.last = now;
@@ -892,10 +940,34 @@ mod tests {
         };
         assert_eq!(
             r.fresh(invalid(1)),
-            vec!["skipping the export k (revision 1): bad"]
+            vec![("skipping the export k (revision 1): bad".to_string(), true)]
         );
         assert!(r.fresh(invalid(1)).is_empty());
         assert_eq!(r.fresh(invalid(2)).len(), 1);
+    }
+
+    #[test]
+    fn a_child_warns_only_about_its_own_invalid_exports() {
+        let invalid = |key: &str| Invalid {
+            key: format!("{}{key}", keys::EXPORTED),
+            mod_rev: 1,
+            why: "bad".into(),
+        };
+        let mut r = Reported {
+            warn: WarnInvalid::Host("h1".into()),
+            ..Default::default()
+        };
+        let lines = r.fresh(vec![
+            invalid("h1/resources/file/x"),
+            invalid("h10/resources/file/x"),
+            invalid("h2/resources/file/x"),
+            invalid("h1"),
+        ]);
+        let warned: Vec<bool> = lines.iter().map(|(_, warn)| *warn).collect();
+        // h1's own key warns; h10 (a longer name with h1 as its prefix), h2 and a key
+        // that is not under h1/ are for the initiator to warn about.
+        assert_eq!(warned, [true, false, false, false]);
+        assert!(WarnInvalid::All.covers("/_mgmt/exported/h2/resources/file/x"));
     }
 
     #[test]
@@ -912,7 +984,7 @@ mod tests {
         let mut r = Reported::default();
         let lines = r.fresh(many(MAX_REPORTED + 10, 1));
         assert_eq!(lines.len(), MAX_REPORTED + 1);
-        assert!(lines[MAX_REPORTED].starts_with("skipping 10 more"));
+        assert!(lines[MAX_REPORTED].0.starts_with("skipping 10 more"));
         assert_eq!(r.last.len(), MAX_REPORTED);
         assert!(r.fresh(many(MAX_REPORTED + 10, 1)).is_empty());
         assert_eq!(r.fresh(many(MAX_REPORTED + 11, 1)).len(), 1);

@@ -39,7 +39,7 @@ pub mod pb {
     }
 }
 
-pub use client::{ExportedResource, HostLease, SnapshotWatch, Store, keys};
+pub use client::{ExportedResource, HostLease, SnapshotWatch, Store, WarnInvalid, keys};
 pub use conn::{ConnectError, prefix_end};
 pub use error::{EtcdError, StoreError};
 pub use mvcc::{MemoryUsage, Quota};

@@ -94,6 +94,44 @@ fn files_under(dir: &Path, secret: &Path) -> Vec<(PathBuf, String, u32)> {
     out
 }
 
+/// `mgmt run` as host `name` of the store at `url` (its password `<name>-secret`), collecting
+/// files into `collected`, with `extra` arguments.
+fn collector(dir: &Path, name: &str, url: &str, collected: &Path, extra: &[&str]) -> Running {
+    let creds = dir.join(format!("{name}.credentials"));
+    let secret = format!("{name}-secret");
+    let encoded = remote::Credentials::new(name, &secret).unwrap().encode();
+    write(&creds, &String::from_utf8(encoded).unwrap());
+    let c = collected.display();
+    let graph = dir.join(format!("{name}.yaml"));
+    write(
+        &graph,
+        &format!(
+            "graph: {name}
+resources:
+  file:
+  - name: collected-dir
+    path: {c}/
+collect:
+- kind: file
+  pattern: {c}/
+"
+        ),
+    );
+    let mut args = vec![
+        "--hostname",
+        name,
+        "--no-server",
+        "--seeds",
+        url,
+        "--store-credentials",
+        creds.to_str().unwrap(),
+        "--yaml",
+        graph.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Running::start(&args)
+}
+
 #[test]
 fn a_hostile_hosts_exports_are_refused_and_write_nothing() {
     let t = tempfile::tempdir().unwrap();
@@ -121,97 +159,31 @@ fn a_hostile_hosts_exports_are_refused_and_write_nothing() {
     server.add_host_user("c", "c-secret").unwrap();
     let url = server.url();
 
-    // The collecting host, b.
-    let creds = dir.join("b.credentials");
-    write(
-        &creds,
-        &String::from_utf8(remote::Credentials::new("b", "b-secret").unwrap().encode()).unwrap(),
-    );
-    let c = collected.display();
-    let graph = dir.join("b.yaml");
-    write(
-        &graph,
-        &format!(
-            "graph: b
-resources:
-  file:
-  - name: collected-dir
-    path: {c}/
-collect:
-- kind: file
-  pattern: {c}/
-"
-        ),
-    );
     let url_arg = url.to_string();
-    let mut b = Running::start(&[
-        "--hostname",
-        "b",
-        "--no-server",
-        "--seeds",
-        &url_arg,
-        "--store-credentials",
-        creds.to_str().unwrap(),
-        "--yaml",
-        graph.to_str().unwrap(),
-    ]);
+    let connect_as = |user: &str| {
+        rt.block_on(store::Store::connect(
+            std::slice::from_ref(&url),
+            Some((user.into(), format!("{user}-secret"))),
+        ))
+        .unwrap()
+    };
+
+    // The collecting host, b.
+    let mut b = collector(dir, "b", &url_arg, &collected, &[]);
     b.wait_applied("file[collected-dir]", "changed");
 
     // A second collecting host, c, run as a remote child is (`--depth 1`): under an
     // initiator, a child warns only about its own invalid exports, the initiator (here b,
     // depth 0, as an initiator's watch is) about everyone's.
-    let c_creds = dir.join("c.credentials");
-    write(
-        &c_creds,
-        &String::from_utf8(remote::Credentials::new("c", "c-secret").unwrap().encode()).unwrap(),
-    );
     let c_collected = dir.join("c-collected");
-    let cc = c_collected.display();
-    let c_graph = dir.join("c.yaml");
-    write(
-        &c_graph,
-        &format!(
-            "graph: c
-resources:
-  file:
-  - name: collected-dir
-    path: {cc}/
-collect:
-- kind: file
-  pattern: {cc}/
-"
-        ),
-    );
-    let mut c = Running::start(&[
-        "--hostname",
-        "c",
-        "--depth",
-        "1",
-        "--no-server",
-        "--seeds",
-        &url_arg,
-        "--store-credentials",
-        c_creds.to_str().unwrap(),
-        "--yaml",
-        c_graph.to_str().unwrap(),
-    ]);
+    let mut c = collector(dir, "c", &url_arg, &c_collected, &["--depth", "1"]);
     c.wait_applied("file[collected-dir]", "changed");
-    let c_store = rt
-        .block_on(store::Store::connect(
-            std::slice::from_ref(&url),
-            Some(("c".into(), "c-secret".into())),
-        ))
-        .unwrap();
+    let c_store = connect_as("c");
     rt.block_on(c_store.put(C_JUNK, "not json")).unwrap();
 
     // The compromised host, with its own credentials only: it cannot write as another host,
     // but its own prefix holds whatever it likes.
-    let evil = rt
-        .block_on(store::Store::connect(
-            std::slice::from_ref(&url),
-            Some(("evil".into(), "evil-secret".into())),
-        ))
-        .unwrap();
+    let evil = connect_as("evil");
     assert!(
         rt.block_on(evil.publish_exports("b", exports(&secret, "forged")))
             .is_err(),

@@ -47,6 +47,14 @@ pub fn parse_diagnostics(
     yamlgraph::parse(&path.display().to_string(), text, registry)
 }
 
+/// Logs what a loaded graph has that is ignored (mgmt's graphs load, with a warning each),
+/// one line per warning with its file:line:col.
+pub fn log_warnings(spec: &yamlgraph::GraphSpec) {
+    for w in &spec.warnings {
+        tracing::warn!("{}", w.one_line());
+    }
+}
+
 /// What a [`FileWatch`] tells.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileEvent {

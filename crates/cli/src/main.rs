@@ -209,12 +209,17 @@ fn check(files: &[std::path::PathBuf]) -> Exit {
     let mut exit = Exit::Ok;
     for f in files {
         match graphfile::read(f).map(|t| graphfile::parse(f, &t, &registry)) {
-            Ok(Ok(spec)) => println!(
-                "{}: ok (graph {}, {} resources)",
-                f.display(),
-                spec.graph,
-                spec.resources.len()
-            ),
+            Ok(Ok(spec)) => {
+                for w in &spec.warnings {
+                    eprint!("{}", w.warning());
+                }
+                println!(
+                    "{}: ok (graph {}, {} resources)",
+                    f.display(),
+                    spec.graph,
+                    spec.resources.len()
+                )
+            }
             Ok(Err(diags)) => {
                 eprintln!("{diags}");
                 exit = Exit::BadInput;

@@ -75,7 +75,10 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
         }
     };
     let spec = match graphfile::parse_diagnostics(&path, &text, &registry) {
-        Ok(spec) => spec,
+        Ok(spec) => {
+            graphfile::log_warnings(&spec);
+            spec
+        }
         Err(diags) => {
             eprintln!("{diags}");
             events.emit(&Event::GraphInvalid {
@@ -423,6 +426,7 @@ fn reload(path: &Path, state: &mut State, registry: &Registry, events: &Events) 
             return false;
         }
     };
+    graphfile::log_warnings(&spec);
     info!("loaded new version of {}", path.display());
     state.spec = spec;
     state.text = text;

@@ -573,3 +573,43 @@ fn a_live_edit_with_bad_bytes_is_reported_at_its_position_and_not_taken() {
     }
     drop(silent);
 }
+
+/// mgmt loads an absent file with `content` and ignores the content: so do we, with a warning
+/// at the field in `check` and in `run`, and the file is removed.
+#[test]
+fn an_absent_file_with_content_is_a_warning_not_an_error() {
+    let t = tempfile::tempdir().unwrap();
+    let gone = t.path().join("gone");
+    std::fs::write(&gone, "here").unwrap();
+    let g = t.path().join("g.yaml");
+    std::fs::write(
+        &g,
+        format!(
+            "graph: g\nresources:\n  file:\n  - name: gone\n    path: {}\n    content: x\n    state: absent\n",
+            gone.display()
+        ),
+    )
+    .unwrap();
+    let g = g.to_str().unwrap();
+    let at = format!("{g}:6:5");
+    let o = output(&["check", g]);
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.starts_with("warning: `file[gone]`: `content` of an absent file is ignored"),
+        "{err}"
+    );
+    assert!(err.contains(&at), "{err}");
+    let o = output(&[
+        "run",
+        "--no-server",
+        "--converged-timeout",
+        "0",
+        "--yaml",
+        g,
+    ]);
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains(&at) && err.contains("is ignored"), "{err}");
+    assert!(!gone.exists());
+}

@@ -545,6 +545,11 @@ pub trait Resource: Send + Sync + fmt::Debug + 'static {
     /// `KindInfo::build` must rebuild an equal resource from it.
     fn params(&self) -> serde_json::Value;
 
+    /// What the build accepted but ignores (see [`BuildWarning`]); most kinds have none.
+    fn build_warnings(&self) -> Vec<BuildWarning> {
+        Vec::new()
+    }
+
     /// What this resource manages, for automatic edges.
     fn uids(&self) -> Vec<Uid> {
         Vec::new()
@@ -571,6 +576,15 @@ pub trait Resource: Send + Sync + fmt::Debug + 'static {
 /// Structural equality used by graph swaps.
 pub fn same_resource(a: &dyn Resource, b: &dyn Resource) -> bool {
     a.kind() == b.kind() && a.name() == b.name() && a.meta() == b.meta() && a.params() == b.params()
+}
+
+/// Something a kind accepted but ignores or reads differently from what the graph seems to
+/// say (mgmt accepted it, so refusing it would break mgmt's graphs): the loader reports it at
+/// the field, as a warning, and goes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildWarning {
+    pub field: &'static str,
+    pub message: String,
 }
 
 /// A build failure, pointing at the offending field when there is one.

@@ -55,6 +55,8 @@ struct Cx<'a> {
     lines: Option<Vec<&'a str>>,
     registry: &'a Registry,
     diags: Vec<Diagnostic>,
+    /// What loads but is ignored (see `resource::BuildWarning`): reported, never fatal.
+    warnings: Vec<Diagnostic>,
     /// By kind and name as written in the loaded document. Hashed: a large graph declares many
     /// resources, and only diagnostics want them in order.
     declared: HashMap<(&'a str, &'a str), Declared>,
@@ -68,6 +70,7 @@ pub(crate) fn parse(file: &str, text: &str, registry: &Registry) -> Result<Graph
         lines: None,
         registry,
         diags: Vec::new(),
+        warnings: Vec::new(),
         declared: HashMap::new(),
     };
     let spec = match &docs {
@@ -78,7 +81,11 @@ pub(crate) fn parse(file: &str, text: &str, registry: &Registry) -> Result<Graph
         }
     };
     match spec {
-        Some(spec) if cx.diags.is_empty() => Ok(spec),
+        Some(mut spec) if cx.diags.is_empty() => {
+            cx.warnings.sort_by_key(|d| (d.line, d.col));
+            spec.warnings = cx.warnings;
+            Ok(spec)
+        }
         _ => {
             cx.diags.sort_by_key(|d| (d.line, d.col));
             Err(Diagnostics(cx.diags))
@@ -158,7 +165,17 @@ impl<'a> Cx<'a> {
         entries
     }
 
-    fn error(&mut self, mut pos: Pos, message: impl Into<String>, help: Option<String>) {
+    fn error(&mut self, pos: Pos, message: impl Into<String>, help: Option<String>) {
+        let d = self.diagnostic(pos, message.into(), help);
+        self.diags.push(d);
+    }
+
+    fn warn(&mut self, pos: Pos, message: impl Into<String>) {
+        let d = self.diagnostic(pos, message.into(), None);
+        self.warnings.push(d);
+    }
+
+    fn diagnostic(&mut self, mut pos: Pos, message: String, help: Option<String>) -> Diagnostic {
         let text = self.text;
         let lines = self.lines.get_or_insert_with(|| yaml_lines(text));
         // The parser reports an unexpected end of input on the line after the last one; point
@@ -182,15 +199,15 @@ impl<'a> Cx<'a> {
                 pos.width = 1;
             }
         }
-        self.diags.push(Diagnostic {
+        Diagnostic {
             file: self.file.to_string(),
             line: pos.line,
             col: pos.col,
-            message: message.into(),
+            message,
             help,
             source_line: lines.get(pos.line - 1).copied().unwrap_or("").to_string(),
             width: pos.width,
-        });
+        }
     }
 
     /// A mapping key as text, or an error at it.
@@ -353,6 +370,7 @@ impl<'a> Cx<'a> {
             resources,
             edges,
             collect,
+            warnings: Vec::new(),
         })
     }
 
@@ -521,6 +539,16 @@ impl<'a> Cx<'a> {
                 .unwrap_or_else(|| retry_params(&values, &first_errors));
             let err = match (info.build)(name, Value::Object(params), meta.clone()) {
                 Ok(resource) => {
+                    for w in resource.build_warnings() {
+                        // At the field's key: a block scalar's value starts a line later.
+                        let at = fields
+                            .iter()
+                            .rev()
+                            .find(|(key, _, _)| *key == w.field)
+                            .map(|(_, k, _)| Pos::of(k))
+                            .unwrap_or(name_pos);
+                        self.warn(at, format!("`{}`: {}", id(), w.message));
+                    }
                     return Some(ResourceSpec {
                         resource,
                         exported,

@@ -58,9 +58,25 @@ pub struct Diagnostics(pub Vec<Diagnostic>);
 
 impl std::error::Error for Diagnostics {}
 
-impl fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "error: {}", self.message)?;
+impl Diagnostic {
+    /// The same rendering as `Display`, labelled `warning:` (what loads but is ignored).
+    pub fn warning(&self) -> String {
+        let mut out = String::new();
+        let _ = self.render(&mut out, "warning");
+        out
+    }
+
+    /// `file:line:col: message` on one line, for logs.
+    pub fn one_line(&self) -> String {
+        if self.line == 0 {
+            format!("{}: {}", self.file, self.message)
+        } else {
+            format!("{}:{}:{}: {}", self.file, self.line, self.col, self.message)
+        }
+    }
+
+    fn render(&self, f: &mut dyn fmt::Write, label: &str) -> fmt::Result {
+        writeln!(f, "{label}: {}", self.message)?;
         if self.line == 0 {
             writeln!(f, " --> {}", self.file)?;
         } else {
@@ -90,6 +106,12 @@ impl fmt::Display for Diagnostic {
             writeln!(f, "{pad}= help: {help}")?;
         }
         Ok(())
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.render(f, "error")
     }
 }
 

@@ -42,6 +42,8 @@ pub struct GraphSpec {
     pub resources: Vec<ResourceSpec>,
     pub edges: Vec<EdgeSpec>,
     pub collect: Vec<CollectSpec>,
+    /// What loads but is ignored, with its position (rendered with `Diagnostic::warning`).
+    pub warnings: Vec<Diagnostic>,
 }
 
 #[derive(Clone, Debug)]

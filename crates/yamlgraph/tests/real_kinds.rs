@@ -355,3 +355,33 @@ collect:
            = help: collected resources depend on whatever manages where they land (automatic edges): notify a resource that does not lead back to them
     "#]].assert_eq(&err.to_string());
 }
+
+#[test]
+fn an_absent_file_with_content_loads_with_a_warning_at_the_content() {
+    // mgmt ignores the content of an absent file; refusing it would refuse mgmt's graphs.
+    let spec = ok("graph: g
+resources:
+  file:
+  - name: gone
+    path: /tmp/mgmt/gone
+    content: |
+      ignored
+    state: absent
+");
+    assert_eq!(
+        spec.resources[0].resource.params(),
+        serde_json::json!({"path": "/tmp/mgmt/gone", "state": "absent", "force": false, "recurse": false})
+    );
+    let warnings: Vec<String> = spec.warnings.iter().map(|w| w.one_line()).collect();
+    assert_eq!(
+        warnings,
+        [
+            "graph.yaml:6:5: `file[gone]`: `content` of an absent file is ignored (the file is removed)"
+        ]
+    );
+    assert!(
+        spec.warnings[0]
+            .warning()
+            .starts_with("warning: `file[gone]`")
+    );
+}

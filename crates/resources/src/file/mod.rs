@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use resource::{
-    ApplyCtx, BuildError, KindInfo, Meta, Mode, Outcome, Resource, ResourceError, Uid, WatchCtx,
+    ApplyCtx, BuildError, BuildWarning, KindInfo, Meta, Mode, Outcome, Resource, ResourceError,
+    Uid, WatchCtx,
 };
 use serde_json::{Map, Value};
 
@@ -88,6 +89,15 @@ pub struct FileSpec {
 
 impl FileSpec {
     fn from_params(name: &str, params: Value) -> Result<Self, BuildError> {
+        Self::from_params_warned(name, params).map(|(spec, _)| spec)
+    }
+
+    /// [`FileSpec::from_params`] and what it accepted but ignores: mgmt takes an absent file
+    /// with `content` (and ignores the content), so its graphs load here too, with a warning.
+    fn from_params_warned(
+        name: &str,
+        params: Value,
+    ) -> Result<(Self, Vec<BuildWarning>), BuildError> {
         let mut p = Params::new("file", params, FIELDS)?;
         let path = p.string("path")?;
         let dirname = p.string("dirname")?;
@@ -110,7 +120,14 @@ impl FileSpec {
             }
         };
         // `content: ""` is content (an empty file), unlike every other field's "".
-        let content = p.text("content")?;
+        let mut content = p.text("content")?;
+        let mut warnings = Vec::new();
+        if state == State::Absent && content.take().is_some() {
+            warnings.push(BuildWarning {
+                field: "content",
+                message: "`content` of an absent file is ignored (the file is removed)".to_string(),
+            });
+        }
         let spec = FileSpec {
             path,
             is_dir,
@@ -125,7 +142,7 @@ impl FileSpec {
             force: p.boolean("force")?,
         };
         spec.validate().map_err(invalid_to_build)?;
-        Ok(spec)
+        Ok((spec, warnings))
     }
 
     fn validate(&self) -> Result<(), ResourceError> {
@@ -376,6 +393,7 @@ pub struct File {
     name: String,
     meta: Meta,
     spec: Arc<FileSpec>,
+    warnings: Vec<BuildWarning>,
 }
 
 /// The parameters as `build` reads them (every check included), without building: for a caller
@@ -386,11 +404,12 @@ pub fn parse_spec(name: &str, params: Value) -> Result<FileSpec, BuildError> {
 }
 
 fn build(name: &str, params: Value, meta: Meta) -> Result<Arc<dyn Resource>, BuildError> {
-    let spec = FileSpec::from_params(name, params)?;
+    let (spec, warnings) = FileSpec::from_params_warned(name, params)?;
     Ok(Arc::new(File {
         name: name.to_string(),
         meta,
         spec: Arc::new(spec),
+        warnings,
     }))
 }
 
@@ -416,6 +435,9 @@ impl Resource for File {
     }
     fn params(&self) -> Value {
         self.spec.to_params()
+    }
+    fn build_warnings(&self) -> Vec<BuildWarning> {
+        self.warnings.clone()
     }
     fn uids(&self) -> Vec<Uid> {
         vec![Uid {

@@ -150,6 +150,14 @@ pub struct RunArgs {
     #[arg(long)]
     pub accept_new_host_keys: bool,
 
+    /// + Run every remote child as root through sudo, logged in as an ordinary user (the cached binary and run dir stay the login user's). `sudo -n` (never prompts) unless --ask-sudo-pass. A graph's top-level `sudo: true|false` decides for its own host instead.
+    #[arg(long)]
+    pub sudo: bool,
+
+    /// + Ask once on the terminal (no echo) for the sudo password of the remote login users; it goes to `sudo -S` on each host's stdin after sudo's prompt (never in argv, the environment, files or logs). Hosts run by intermediates get no password (`sudo -n`).
+    #[arg(long)]
+    pub ask_sudo_pass: bool,
+
     /// + Print one JSON event per line on stdout (human logs stay on stderr).
     #[arg(long)]
     pub json: bool,

@@ -24,7 +24,7 @@ const RUN: &str = "run";
 
 /// The child's command line (after the binary) for a fleet run by a process with `args`: it
 /// runs its graph with the flags it shares with us (`--noop`, `--no-watch`,
-/// `--converged-timeout`), one level deeper, as its target's hostname, against our store
+/// `--converged-timeout`, `--sudo`), one level deeper, as its target's hostname, against our store
 /// through its tunnel, authenticated by [`CRED_FILE`], reporting with `--json`.
 pub fn child_args(args: &RunArgs) -> Result<Vec<ChildArg>> {
     let cmd = RunArgs::augment_args(clap::Command::new(RUN));
@@ -64,6 +64,11 @@ pub fn child_args(args: &RunArgs) -> Result<Vec<ChildArg>> {
     }
     if args.no_watch {
         v.push(flag("no_watch")?);
+    }
+    // An intermediate runs its own remotes through sudo as we do ours (`sudo -n`: the
+    // password, if we have one, never leaves this process).
+    if args.sudo {
+        v.push(flag("sudo")?);
     }
     if let Some(secs) = args.converged_timeout.secs() {
         v.push(flag("converged_timeout")?);
@@ -165,6 +170,12 @@ mod tests {
         assert_wiring(&child, 1);
         assert!(child.noop && child.no_watch);
         assert_eq!(child.converged_timeout.secs(), Some(5));
+        assert!(!child.sudo && !child.ask_sudo_pass);
+
+        // `--sudo` goes down (an intermediate's remotes); the password prompt never does.
+        let args = run_args(&["--remote", "a.yaml", "--sudo", "--ask-sudo-pass"]);
+        let child = child_of(&args);
+        assert!(child.sudo && !child.ask_sudo_pass);
 
         // An intermediate's children are one level deeper still; the defaults stay defaults.
         let args = run_args(&["--yaml", "g.yaml", "--depth", "2"]);

@@ -39,6 +39,28 @@ pub fn settings_from_args(args: &RunArgs) -> Settings {
     }
 }
 
+/// Whether the host of the graph `file` (its `text`) runs its child as root through sudo: the
+/// graph's own `sudo:` when it has one, else `default` (`--sudo`). A graph that does not parse
+/// has been reported already; it gets the default.
+pub fn graph_sudo(file: &Path, text: &str, default: bool, registry: &resource::Registry) -> bool {
+    crate::graphfile::parse(file, text, registry)
+        .ok()
+        .and_then(|spec| spec.sudo)
+        .unwrap_or(default)
+}
+
+/// Sets each target's `sudo` from its graph (see [`graph_sudo`]).
+pub fn apply_sudo(
+    targets: &mut [(Target, TargetExtras)],
+    default: bool,
+    registry: &resource::Registry,
+) {
+    for (t, extras) in targets {
+        let text = String::from_utf8_lossy(&t.graph);
+        extras.sudo = graph_sudo(&t.file, &text, default, registry);
+    }
+}
+
 fn read_cred(path: &Path) -> Result<Credentials> {
     Credentials::read(path).with_context(|| format!("store credentials {}", path.display()))
 }
@@ -161,8 +183,10 @@ impl Intermediate {
             tree.height().saturating_sub(1),
         )?;
         let direct = tree.nodes[0].children.clone();
-        let (targets, router) = pack(&tree, &direct, &creds, &manifest.settings, &registry)
+        let (mut targets, router) = pack(&tree, &direct, &creds, &manifest.settings, &registry)
             .map_err(anyhow::Error::msg)?;
+        // Our own `--sudo` is the initiator's; no password ever comes this far (`sudo -n`).
+        apply_sudo(&mut targets, args.sudo, &registry);
         info!(hosts = tree.nodes.len() - 1, "running this host's remotes");
         let (file_tx, file_rx) = mpsc::channel(1);
         let watch = if args.no_watch {

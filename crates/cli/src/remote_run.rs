@@ -56,6 +56,14 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
             return Ok(Exit::BadInput);
         }
     };
+    // Asked before anything else is printed or connected: one prompt for every host.
+    let sudo_password = match ask_sudo_password(&args, &tree, &registry).await {
+        Ok(p) => p,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Ok(Exit::BadInput);
+        }
+    };
 
     let cancel = CancellationToken::new();
     let me: String = crate::hostname(&args).unwrap_or_else(|_| "initiator".into());
@@ -82,6 +90,7 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
         .cloned()
         .collect();
     cfg.allow_interactive = args.allow_interactive && std::io::stdin().is_terminal();
+    cfg.sudo_password = sudo_password;
     let force = cfg.force.clone();
 
     // One store user per host of the whole tree, named after it: the hosts run by
@@ -97,8 +106,9 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
             .with_context(|| format!("store credentials for {host}"))?;
         creds.insert(host.clone(), cred);
     }
-    let (targets, mut router) =
+    let (mut targets, mut router) =
         hier::pack(&tree, &tree.top, &creds, &settings, &registry).map_err(anyhow::Error::msg)?;
+    hier::apply_sudo(&mut targets, args.sudo, &registry);
     info!(
         initiator = %me,
         hosts = hosts.len(),
@@ -222,6 +232,7 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
                                     .with_context(|| format!("store credentials for {new}"))?;
                                 let (graph_tx, graph_rx) = mpsc::channel(4);
                                 let stop = CancellationToken::new();
+                                let sudo = hier::graph_sudo(&file, &text, args.sudo, &registry);
                                 let target = remote::Target {
                                     file: file.clone(),
                                     graph: text.into_bytes(),
@@ -233,6 +244,7 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
                                     files: vec![cred.file(crate::child::CRED_FILE)],
                                     updates: None,
                                     stop: Some(stop.clone()),
+                                    sudo,
                                 };
                                 late_tx.send((target, extras)).await.context("the fleet has ended")?;
                                 anyhow::Ok((graph_tx, stop))
@@ -340,6 +352,62 @@ pub async fn run_remote(args: RunArgs, events: Events) -> Result<Exit> {
     } else {
         Ok(Exit::Failed)
     }
+}
+
+/// `--ask-sudo-pass`: the password, asked once on the terminal, when a host this process
+/// connects to runs its child through sudo. Hosts run by intermediates never get it.
+async fn ask_sudo_password(
+    args: &RunArgs,
+    tree: &Tree,
+    registry: &resource::Registry,
+) -> Result<Option<remote::SudoPassword>, String> {
+    if !args.ask_sudo_pass {
+        return Ok(None);
+    }
+    let uses_sudo = |i: &usize| {
+        let n = &tree.nodes[*i];
+        hier::graph_sudo(&n.file, &n.text, args.sudo, registry)
+    };
+    let direct: Vec<usize> = tree.top.iter().copied().filter(uses_sudo).collect();
+    let below: Vec<String> = (0..tree.nodes.len())
+        .filter(|i| !tree.top.contains(i) && uses_sudo(i))
+        .map(|i| tree.nodes[i].hostname.clone())
+        .collect();
+    if !below.is_empty() {
+        warn!(
+            "--ask-sudo-pass: the password goes only to the hosts this run connects to; {} (run by intermediates) use `sudo -n`",
+            below.join(", ")
+        );
+    }
+    if direct.is_empty() {
+        warn!(
+            "--ask-sudo-pass: no host this run connects to runs with sudo (--sudo, or `sudo: true` in its graph); not asking"
+        );
+        return Ok(None);
+    }
+    let mut names: Vec<String> = direct
+        .iter()
+        .map(|&i| {
+            let n = &tree.nodes[i];
+            match n.url.user() {
+                Some(u) => format!("{u}@{}", n.hostname),
+                None => n.hostname.clone(),
+            }
+        })
+        .collect();
+    if names.len() > 3 {
+        let more = names.len() - 3;
+        names.truncate(3);
+        names.push(format!("{more} more"));
+    }
+    let prompt = format!("sudo password for {}: ", names.join(", "));
+    remote::ask_sudo_password(prompt)
+        .await
+        .map(Some)
+        .ok_or_else(|| {
+            "--ask-sudo-pass: no password was read (it is asked on the terminal, /dev/tty)"
+                .to_string()
+        })
 }
 
 /// What the initiator makes of its fleet's events: JSON events, the live view, the counts for

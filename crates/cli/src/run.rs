@@ -325,11 +325,16 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
 }
 
 /// Removes a remote child's run dir as it ends, if it is this process's: its pid file (written
-/// by the wrapper that exec'd us) names our pid. Anything else is left to the initiator.
+/// by the wrapper that exec'd us) names our pid, or our parent's when we run as root through
+/// sudo (the wrapper exec'd sudo, which waits for us). Anything else is left to the initiator.
 fn remove_run_dir(dir: &Path) {
     let pid_file = dir.join("mgmt.pid");
+    let me = std::process::id().to_string();
+    let parent = std::os::unix::process::parent_id().to_string();
     let ours = std::fs::read_to_string(&pid_file).ok().is_some_and(|s| {
-        s.split_whitespace().next() == Some(std::process::id().to_string().as_str())
+        s.split_whitespace()
+            .next()
+            .is_some_and(|p| p == me || p == parent)
     });
     if !ours {
         warn!(

@@ -408,6 +408,9 @@ fn man_prints_a_roff_page_with_the_run_flags() {
     // roff spells `-` as `\-`.
     assert!(page.contains(r"\-\-converged\-timeout"), "{page}");
     assert!(page.contains(r#".SH "MGMT RUN""#), "{page}");
+    // Becoming root on the hosts: both flags, with what they do.
+    assert!(page.contains(r"\-\-sudo"), "{page}");
+    assert!(page.contains(r"\-\-ask\-sudo\-pass"), "{page}");
     // The page renders (scripts/deps installs groff) and says so in words.
     let r = Command::new("groff")
         // Plain text (no overstrike), wide lines, no hyphenation.

@@ -20,6 +20,8 @@ pub enum Step {
     RunDir,
     Tunnel,
     Exec,
+    /// sudo, between the exec and the child running as root.
+    Sudo,
     Run,
     Update,
     Cleanup,
@@ -34,6 +36,7 @@ crate::words::words!(Step, "step", {
     RunDir => "run_dir",
     Tunnel => "tunnel",
     Exec => "exec",
+    Sudo => "sudo",
     Run => "run",
     Update => "update",
     Cleanup => "cleanup",
@@ -51,6 +54,7 @@ impl std::fmt::Display for Step {
             Step::RunDir => "run dir",
             Step::Tunnel => "tunnel",
             Step::Exec => "exec",
+            Step::Sudo => "sudo",
             Step::Run => "run",
             Step::Update => "update",
             Step::Cleanup => "cleanup",
@@ -166,6 +170,16 @@ pub enum Error {
     /// The connection was given up: nothing came back from the host for `secs`.
     #[error("no answer from {host} for {secs} s")]
     Silent { host: String, secs: u64 },
+    /// sudo would not start the child as root: its own reason, as it said it.
+    #[error("sudo as {user} on {host}: {message}")]
+    Sudo {
+        host: String,
+        user: String,
+        message: String,
+    },
+    /// sudo asked for the password again: the one given was wrong (it is sent once only).
+    #[error("sudo refused the password for {user} on {host}")]
+    SudoRefused { host: String, user: String },
     #[error("remote mgmt on {host} ended with {exit}")]
     ChildFailed { host: String, exit: ChildExit },
     #[error("graph file name {file:?} cannot be used on the remote host: {reason}")]

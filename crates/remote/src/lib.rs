@@ -2,7 +2,8 @@
 //!
 //! Per host one SSH connection (native Rust client, host keys checked against known_hosts)
 //! carries the cache probe, the binary upload, the run dir, a reverse tunnel to the
-//! initiator's store, the child process, live graph updates and the cleanup.
+//! initiator's store, the child process (as root through sudo if asked), live graph updates
+//! and the cleanup.
 //!
 //! This crate must never know about the engine, YAML or etcd: graph files are opaque bytes and
 //! the store is a TCP address. It never shells out to `ssh`, never logs secrets and never reads
@@ -15,6 +16,7 @@ pub mod known_hosts;
 mod prompt;
 mod session;
 pub mod ssh_config;
+mod sudo;
 mod upload;
 mod url;
 mod words;
@@ -27,6 +29,7 @@ pub use fleet::{
     run_fleet_with, sha256_file,
 };
 pub use session::SILENCE;
+pub use sudo::{SudoPassword, ask_sudo_password};
 pub use upload::sha256_is;
 pub use url::{RemoteUrl, UrlError};
 pub use words::UnknownWord;

@@ -266,6 +266,8 @@ pub(crate) struct Session {
     pub handle: client::Handle<Client>,
     jumps: Vec<client::Handle<Client>>,
     pub label: String,
+    /// The login user on the host (the last hop's).
+    pub user: String,
     tunnel_cancel: CancellationToken,
     tunnel_tasks: TaskTracker,
     /// Shared by every hop's handler: set when one of them stopped answering.
@@ -355,6 +357,7 @@ impl Session {
                 hops.push(jump_endpoint(label, hop, opts)?);
             }
         }
+        let user = target.user.clone();
         hops.push(target);
         let tunnel_cancel = CancellationToken::new();
         let tunnel_tasks = TaskTracker::new();
@@ -414,6 +417,7 @@ impl Session {
             handle,
             jumps,
             label: label.to_string(),
+            user,
             tunnel_cancel,
             tunnel_tasks,
             silent,

@@ -178,7 +178,7 @@ pub(crate) fn sh(script: &str) -> String {
     format!("exec /bin/sh -c {}", quote(script))
 }
 
-fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     let mut b = [0u8; 8];
     if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
         let _ = std::io::Read::read_exact(&mut f, &mut b);

@@ -23,6 +23,7 @@ const TOP_KEYS: &[&str] = &[
     "comment",
     "remote",
     "remotes",
+    "sudo",
     "resources",
     "edges",
     "collect",
@@ -141,6 +142,7 @@ struct Top<'n> {
     comment: Option<&'n Node>,
     remote: Option<&'n Node>,
     remotes: Option<&'n Node>,
+    sudo: Option<&'n Node>,
     resources: Option<&'n Node>,
     edges: Option<&'n Node>,
     collect: Option<&'n Node>,
@@ -289,6 +291,7 @@ impl<'a> Cx<'a> {
                 "comment" => top.comment = Some(v),
                 "remote" => top.remote = Some(v),
                 "remotes" => top.remotes = Some(v),
+                "sudo" => top.sudo = Some(v),
                 // `types` is what mgmt's first releases called `resources`.
                 "resources" | "types" => {
                     if top.resources.replace(v).is_some() {
@@ -355,6 +358,18 @@ impl<'a> Cx<'a> {
                 ),
             }
         }
+        let sudo = top.sudo.and_then(|v| match yaml::scalar(v) {
+            Ok(Some(Scalar::Bool(b))) => Some(b),
+            Ok(Some(Scalar::Null)) => None,
+            _ => {
+                self.error(
+                    Pos::of(v),
+                    format!("`sudo` must be true or false, found {}", yaml::describe(v)),
+                    Some("write `sudo: true` or `sudo: false`".to_string()),
+                );
+                None
+            }
+        });
         let resources = top.resources.map(|v| self.resources(v)).unwrap_or_default();
         let edges = top.edges.map(|v| self.edges(v)).unwrap_or_default();
         let acyclic = self.cycles(&edges);
@@ -367,6 +382,7 @@ impl<'a> Cx<'a> {
             comment,
             remote,
             remotes,
+            sudo,
             resources,
             edges,
             collect,

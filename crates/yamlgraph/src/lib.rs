@@ -38,6 +38,9 @@ pub struct GraphSpec {
     /// Further graph files this host runs as remotes of its own (hierarchical remote runs),
     /// as written (paths relative to the graph file are the caller's to resolve).
     pub remotes: Vec<String>,
+    /// `sudo: true|false`: whether a remote run starts this graph's child as root through sudo
+    /// on its host (unset: as `mgmt run --sudo` says). Read only by remote runs.
+    pub sudo: Option<bool>,
     /// In file order. Exported resources are here too, with `exported` set.
     pub resources: Vec<ResourceSpec>,
     pub edges: Vec<EdgeSpec>,

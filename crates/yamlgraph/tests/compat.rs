@@ -288,6 +288,25 @@ fn remotes_list_and_non_string_names() {
 }
 
 #[test]
+fn sudo_is_a_boolean_next_to_remote() {
+    let spec = ok("graph: g\nremote: ssh://u@h\nsudo: true\n");
+    assert_eq!(spec.sudo, Some(true));
+    assert_eq!(ok("graph: g\nsudo: false\n").sudo, Some(false));
+    assert_eq!(ok("graph: g\n").sudo, None);
+    let err = yamlgraph::parse(
+        "g.yaml",
+        "graph: g\nsudo: yes please\n",
+        &common::registry(),
+    )
+    .expect_err("not a boolean");
+    assert!(
+        err.0[0].message.contains("`sudo` must be true or false"),
+        "{err}"
+    );
+    assert_eq!((err.0[0].line, err.0[0].col), (2, 7));
+}
+
+#[test]
 fn parse_file_reads_and_names_the_file() {
     let dir = std::env::temp_dir().join(format!("yamlgraph-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");

@@ -224,14 +224,14 @@ remote: ssh://root:vagrant@192.168.121.202:22
 fn unimplemented_kind_is_named() {
     let err = yamlgraph::parse(
         "g.yaml",
-        "graph: g\nresources:\n  pkg:\n  - name: cowsay\n",
+        "graph: g\nresources:\n  virt:\n  - name: vm1\n",
         &resources::registry(),
     )
-    .expect_err("pkg is not implemented");
+    .expect_err("virt is not implemented");
     assert_eq!(err.0.len(), 1);
     assert_eq!(
         err.0[0].message,
-        "resource kind `pkg` is not implemented yet"
+        "resource kind `virt` is not implemented yet"
     );
 }
 

@@ -4,6 +4,10 @@
 //! Shutdown order per host: close the child's stdin, wait `grace` for it to exit, kill it by
 //! its recorded pid (TERM, then KILL), remove the run dir, close the connection. A `force`
 //! cancel skips the grace period.
+//!
+//! A host with `sudo` runs only its child as root: the probe, the upload and the run dir are
+//! the login user's, as without it. Once the child may run as root, the kill and the cleanup
+//! run as root too (a root child cannot be signalled by the user, nor its files removed).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,13 +16,14 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::schedule::{Shared, warn};
-use super::scripts::{self, PID_FILE, Pid};
+use super::scripts::{self, PID_FILE, Pid, WRAPPER_PREFIX};
 use super::supervise::supervise;
 use super::types::{
     CacheUse, ChildContext, HostOutcome, HostReport, HostState, RemoteEvent, Target, TargetExtras,
 };
 use crate::error::{ChildExit, Error, Step};
 use crate::session::Session;
+use crate::sudo::{self, Early, NotStarted, Sudo};
 use crate::upload::{self, SeedFile, sh};
 
 /// What a host has on the remote side so far, so cleanup knows what to undo.
@@ -26,6 +31,8 @@ pub(super) struct Progress {
     pub bytes_sent: u64,
     pub cache: CacheUse,
     pub run_dir: Option<String>,
+    /// The child may run as root (sudo was run and did not refuse): stop and clean up as root.
+    pub as_root: bool,
 }
 
 /// A step interrupted by cancellation.
@@ -113,6 +120,7 @@ pub(super) async fn run_host(
         bytes_sent: 0,
         cache: CacheUse::Unknown,
         run_dir: None,
+        as_root: false,
     };
     let span = tracing::info_span!("remote", host = %t.hostname);
     let (outcome, exit, ran) = tracing::Instrument::instrument(
@@ -204,7 +212,11 @@ async fn host_main(
             return finish_setup_failure(shared, &host, stop, permit).await;
         }
     };
-    let started = setup(shared, &session, t, extras, cancel, p).await;
+    // Fresh markers per host; the password (if any) is the run's.
+    let sudo = extras
+        .sudo
+        .then(|| Sudo::new(shared.cfg.sudo_password.clone()));
+    let started = setup(shared, &session, t, extras, cancel, p, sudo.as_ref()).await;
     let running = match started {
         Ok(r) => r,
         Err(stop) => {
@@ -212,7 +224,7 @@ async fn host_main(
                 Stop::Failed(step, e) => Stop::Failed(step, session.explain(e)),
                 other => other,
             };
-            if let Err(e) = cleanup(&session, p, None, true).await {
+            if let Err(e) = cleanup(&session, p, None, true, sudo.as_ref()).await {
                 warn(shared, &host, format!("cleanup failed too: {e}")).await;
             }
             session.close().await;
@@ -228,7 +240,17 @@ async fn host_main(
         })
         .await;
     drop(permit);
-    let (outcome, exit, pid) = supervise(shared, &session, t, extras, cancel, p, running).await;
+    let (outcome, exit, pid) = supervise(
+        shared,
+        &session,
+        t,
+        extras,
+        cancel,
+        p,
+        running,
+        sudo.as_ref(),
+    )
+    .await;
     // Whatever the child's channel made of it (no exit status, a stop that got no answer),
     // a connection that died of silence is what happened to this host.
     let outcome = if session.went_silent() {
@@ -245,7 +267,14 @@ async fn host_main(
     } else {
         outcome
     };
-    let cleaned = cleanup(&session, p, pid, shared.cfg.force.is_cancelled()).await;
+    let cleaned = cleanup(
+        &session,
+        p,
+        pid,
+        shared.cfg.force.is_cancelled(),
+        sudo.as_ref(),
+    )
+    .await;
     let outcome = with_cleanup(shared, &host, outcome, cleaned).await;
     session.close().await;
     (outcome, exit, true)
@@ -282,6 +311,8 @@ pub(super) struct Running {
     pub run_dir: String,
     /// The graph's name in the run dir.
     pub name: String,
+    /// What came on the channel while sudo was starting the child (empty without sudo).
+    pub early: Early,
 }
 
 async fn setup(
@@ -291,6 +322,7 @@ async fn setup(
     extras: &TargetExtras,
     cancel: &CancellationToken,
     p: &mut Progress,
+    sudo: Option<&Sudo>,
 ) -> Result<Running, Stop> {
     let cfg = &shared.cfg;
     let fail = |step| move |e| Stop::Failed(step, e);
@@ -376,8 +408,9 @@ async fn setup(
         &cfg.binary_hash,
         &probe.run_dir,
         &argv,
+        sudo.map(Sudo::words).as_deref(),
     );
-    let channel = cancellable(cancel, Step::Exec, async {
+    let mut channel = cancellable(cancel, Step::Exec, async {
         let ch = s
             .handle
             .channel_open_session()
@@ -389,17 +422,73 @@ async fn setup(
         Ok(ch)
     })
     .await?;
+    let early = match sudo {
+        None => Early::default(),
+        Some(sudo) => {
+            p.as_root = true;
+            let started =
+                cancellable(cancel, Step::Sudo, start_as_root(s, &mut channel, sudo)).await;
+            if let Err(Stop::Failed(..)) = &started {
+                // It never started: nothing runs as root.
+                p.as_root = false;
+                let _ = channel.close().await;
+            }
+            started?
+        }
+    };
     Ok(Running {
         channel,
         run_dir: probe.run_dir,
         name,
+        early,
     })
 }
 
+/// Sees the child through sudo (see `sudo.rs` for the protocol): the password written once
+/// after sudo's prompt, nothing else until sudo has started the child. Fails at `Step::Sudo`
+/// when sudo refuses, or ends without starting it; at `Step::Exec` when the wrapper refused
+/// the binary before sudo ran.
+async fn start_as_root(
+    s: &Session,
+    ch: &mut russh::Channel<russh::client::Msg>,
+    sudo: &Sudo,
+) -> Result<Early, Error> {
+    match sudo::start(s, ch, sudo).await {
+        Ok(early) => Ok(early),
+        Err(NotStarted::Failed(e)) => Err(e),
+        Err(NotStarted::Ended {
+            early,
+            pending,
+            status,
+        }) => {
+            // The wrapper's own refusal of the binary comes before sudo (see `child_command`).
+            let refusal = early
+                .said
+                .iter()
+                .find_map(|l| l.strip_prefix(WRAPPER_PREFIX));
+            match (&status, refusal) {
+                (Some(ChildExit::Code(126)), Some(said)) => Err(Error::Protocol {
+                    host: s.label.clone(),
+                    step: Step::Exec,
+                    message: format!("refused to start: {said}; it was not run"),
+                }),
+                _ => Err(sudo::failure(s, &early.said, &pending, status.as_ref())),
+            }
+        }
+    }
+}
+
 /// Stops a child that may still run (a no-op when it is gone) and removes the run dir (with
-/// an uncached binary), in one exec. A host that went silent is not asked (its child ends by
-/// itself once its store is gone, and the next run sweeps its dir).
-async fn cleanup(s: &Session, p: &Progress, pid: Option<Pid>, force: bool) -> Result<(), Error> {
+/// an uncached binary), in one exec: as root when the child may run as root. A host that went
+/// silent is not asked (its child ends by itself once its store is gone, and the next run
+/// sweeps its dir).
+async fn cleanup(
+    s: &Session,
+    p: &Progress,
+    pid: Option<Pid>,
+    force: bool,
+    sudo: Option<&Sudo>,
+) -> Result<(), Error> {
     let Some(dir) = &p.run_dir else {
         return Ok(());
     };
@@ -407,15 +496,24 @@ async fn cleanup(s: &Session, p: &Progress, pid: Option<Pid>, force: bool) -> Re
         return Ok(());
     }
     let script = scripts::cleanup_script(pid.as_ref(), dir, force);
-    s.run_ok(
-        "cleanup (stopping the child, removing the run dir)",
-        &sh(&script),
-        None,
-        Step::Cleanup,
-    )
-    .await
-    .map(|_| ())
-    .map_err(|e| s.explain(e))
+    let what = "cleanup (stopping the child, removing the run dir)";
+    let user_cmd = sh(&script);
+    let as_user = || s.run_ok(what, &user_cmd, None, Step::Cleanup);
+    let done = match sudo.filter(|_| p.as_root) {
+        Some(sudo) => {
+            match sudo::run_ok_as_root(s, sudo, what, &script, Step::Cleanup).await {
+                // sudo itself failed: what the login user can remove still goes; the error
+                // stays (a root child or root's files may be left).
+                Err(e @ (Error::Sudo { .. } | Error::SudoRefused { .. })) => {
+                    let _ = as_user().await;
+                    Err(e)
+                }
+                r => r,
+            }
+        }
+        None => as_user().await,
+    };
+    done.map(|_| ()).map_err(|e| s.explain(e))
 }
 
 /// The host's outcome once its cleanup is known: a run that ended well but could not clean up

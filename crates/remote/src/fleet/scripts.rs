@@ -25,12 +25,16 @@ pub(super) fn word(s: &str) -> String {
 /// verified, taken before hashing so a change during the hash shows, and written only when it
 /// differs (a temp file and a rename; failures are ignored: the stamp only saves the next probe
 /// a hash); a binary that fails the check loses its stamp.
+///
+/// With `sudo` (the words of `Sudo::words`) the verified binary is exec'd through them, as
+/// root: the pid recorded is sudo's (it waits for its command and relays signals to it).
 pub(super) fn child_command(
     bin: &str,
     stamp: Option<&str>,
     hash: &str,
     run_dir: &str,
     args: &[String],
+    sudo: Option<&str>,
 ) -> String {
     let args: Vec<String> = args.iter().map(|a| word(a)).collect();
     let bin_q = quote(bin);
@@ -56,11 +60,20 @@ pub(super) fn child_command(
          echo \"mgmt-pid: $$ $st\"; {stat}\
          if ! {check}; then \
          echo \"{WRAPPER_PREFIX}\"{bin_q}\" does not match sha256 {hash}\" >&2; {forget}exit 126; fi; {record}\
-         exec {bin_q} {}",
+         {as_root}exec {sudo}{bin_q} {}",
         args.join(" "),
         check = upload::sha256_is(&bin_q, hash),
+        as_root = if sudo.is_some() {
+            format!("command -v sudo >/dev/null 2>&1 || {{ echo '{NO_SUDO}' >&2; exit 127; }}; ")
+        } else {
+            String::new()
+        },
+        sudo = sudo.map(|w| format!("{w} ")).unwrap_or_default(),
     )
 }
+
+/// What the wrapper says on a host without sudo.
+pub(super) const NO_SUDO: &str = "sudo is not installed on this host (not in PATH)";
 
 /// The recorded child: pid and its start time from /proc.
 pub(super) type Pid = (u32, String);
@@ -73,6 +86,11 @@ pub(super) type Pid = (u32, String);
 /// that had to be killed could not stop: when the child leads its session (sshd makes one per
 /// exec channel), every process left in that session is killed too. While any of them lives,
 /// the kernel cannot hand the session's id to a new process, so this never hits a stranger.
+///
+/// A child run through sudo: the pid is sudo's, which leads the session with its root command
+/// in its process group. The script then runs as root itself (see `sudo::run_ok_as_root`):
+/// sudo relays TERM but not KILL, and the login user may signal neither the root command nor
+/// what it started.
 pub(super) fn stop_script(pid: Option<&Pid>, run_dir: &str, force: bool) -> String {
     let tries = if force { 0 } else { 30 };
     let load = match pid {
@@ -196,7 +214,14 @@ mod tests {
         ]
         .map(String::from)
         .to_vec();
-        let c = child_command("/c/mgmt", Some("/c.verified"), "ab", "/tmp/mgmt.X", &args);
+        let c = child_command(
+            "/c/mgmt",
+            Some("/c.verified"),
+            "ab",
+            "/tmp/mgmt.X",
+            &args,
+            None,
+        );
         assert!(
             c.ends_with(
                 "exec '/c/mgmt' run --hostname 'h 1' --seeds http://127.0.0.1:4000 \
@@ -206,8 +231,29 @@ mod tests {
         );
         assert!(c.contains("> '/tmp/mgmt.X/mgmt.pid'"), "{c}");
         assert!(c.contains("rm -f '/c.verified'"), "{c}");
-        let plain = child_command("/c/mgmt", None, "ab", "/r", &[]);
+        let plain = child_command("/c/mgmt", None, "ab", "/r", &[], None);
         assert!(!plain.contains("verified"), "{plain}");
+        assert!(!plain.contains("sudo"), "{plain}");
+        // As root: the same checks as the login user, then the binary through sudo.
+        let root = child_command(
+            "/c/mgmt",
+            None,
+            "ab",
+            "/r",
+            &["run".into()],
+            Some("sudo -n --"),
+        );
+        assert!(
+            root.ends_with("exit 127; }; exec sudo -n -- '/c/mgmt' run"),
+            "{root}"
+        );
+        assert!(root.contains("command -v sudo"), "{root}");
+        let (before, after) = root.split_once("exec sudo").unwrap();
+        assert!(
+            before.contains("mgmt.pid") && before.contains("sha256"),
+            "{root}"
+        );
+        assert!(!after.contains("mgmt.pid"), "{root}");
     }
 
     #[test]
@@ -234,6 +280,52 @@ mod tests {
         assert!(s.contains("$i -lt 30 "), "{s}");
         assert!(s.contains("rm -rf -- '/tmp/mgmt.X' || exit 4"), "{s}");
         assert!(s.contains("still running after SIGKILL"), "{s}");
+    }
+
+    /// The wrapper for a child run as root, run by /bin/sh on a PATH without sudo: it checks
+    /// the binary as before, then says plainly that sudo is missing (exit 127) instead of
+    /// running anything.
+    #[test]
+    fn without_sudo_on_the_host_the_wrapper_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("tools");
+        std::fs::create_dir(&bin).unwrap();
+        // Only what the wrapper needs: never a sudo, whatever this machine has.
+        for tool in ["sed", "cut", "sha256sum", "cat"] {
+            for d in ["/usr/bin", "/bin"] {
+                let p = std::path::Path::new(d).join(tool);
+                if p.exists() {
+                    std::os::unix::fs::symlink(&p, bin.join(tool)).unwrap();
+                    break;
+                }
+            }
+        }
+        let child = dir.path().join("mgmt");
+        std::fs::write(&child, "#!/bin/sh\necho ran\n").unwrap();
+        let hash = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(std::fs::read(&child).unwrap()))
+        };
+        let run = dir.path().to_string_lossy().into_owned();
+        let cmd = child_command(
+            &child.to_string_lossy(),
+            None,
+            &hash,
+            &run,
+            &["run".into()],
+            Some("sudo -n --"),
+        );
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&cmd)
+            .env("PATH", &bin)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(127), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), format!("{NO_SUDO}\n"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.starts_with("mgmt-pid: "), "{stdout}");
+        assert!(!stdout.contains("ran"), "{stdout}");
     }
 
     /// Start time (field 22 of /proc/PID/stat) of a process, as the scripts read it.

@@ -15,6 +15,7 @@ use super::scripts::{self, Pid, WRAPPER_PREFIX};
 use super::types::{HostOutcome, RemoteEvent, Target, TargetExtras};
 use crate::error::{ChildExit, Error, Step};
 use crate::session::Session;
+use crate::sudo::{self, Sudo};
 use crate::upload::{self, sh};
 
 /// The longest line taken from a host; the rest of a longer one is dropped (a host that never
@@ -74,6 +75,50 @@ fn parse_pid(line: &str) -> Option<Pid> {
         .then(|| (pid, start.to_string()))
 }
 
+/// The child's two streams, split into lines: the wrapper's pid line taken from the first
+/// line of stdout, what the wrapper said when it refused the binary noted from stderr.
+#[derive(Default)]
+struct Streams {
+    out: Lines,
+    err: Lines,
+    pid: Option<Pid>,
+    first_line: bool,
+    wrapper_refusal: Option<String>,
+}
+
+impl Streams {
+    /// Lines of stdout to show.
+    fn stdout(&mut self, data: &[u8]) -> Vec<String> {
+        let mut lines = Vec::new();
+        for line in self.out.push(data) {
+            if self.first_line {
+                self.first_line = false;
+                if let Some(found) = parse_pid(&line) {
+                    self.pid = Some(found);
+                    continue;
+                }
+            }
+            lines.push(line);
+        }
+        lines
+    }
+
+    /// Lines of stderr to show.
+    fn stderr(&mut self, data: &[u8]) -> Vec<String> {
+        let lines = self.err.push(data);
+        for line in &lines {
+            if self.pid.is_some()
+                && self.wrapper_refusal.is_none()
+                && let Some(said) = line.strip_prefix(WRAPPER_PREFIX)
+            {
+                self.wrapper_refusal = Some(said.to_string());
+            }
+        }
+        lines
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn supervise(
     shared: &Shared,
     s: &Session,
@@ -82,13 +127,29 @@ pub(super) async fn supervise(
     cancel: &CancellationToken,
     p: &mut Progress,
     mut r: Running,
+    sudo: Option<&Sudo>,
 ) -> (HostOutcome, Option<ChildExit>, Option<Pid>) {
     let host = t.hostname.clone();
     let force = shared.cfg.force.clone();
-    let mut out = Lines::default();
-    let mut err = Lines::default();
-    let mut pid: Option<Pid> = None;
-    let mut first_line = true;
+    let mut st = Streams {
+        first_line: true,
+        ..Streams::default()
+    };
+    // What came while sudo started the child: its pid line and first output, and what sudo
+    // said on the way (a warning of its own is the host's to show, as it would be in a shell).
+    let early = std::mem::take(&mut r.early);
+    let mut first: Vec<String> = st.stdout(&early.stdout);
+    first.extend(early.said);
+    first.extend(st.stderr(&early.stderr));
+    for line in first {
+        shared
+            .emit(RemoteEvent::Output {
+                host: host.clone(),
+                line,
+            })
+            .await;
+    }
+    let root = sudo.filter(|_| p.as_root);
     let mut exit: Option<ChildExit> = None;
     let mut stopping = false;
     let far = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
@@ -96,30 +157,16 @@ pub(super) async fn supervise(
     let mut updates = t.updates.take();
     let mut extra_updates = extras.updates.take();
     let mut exec_refused = false;
-    // What the wrapper said when it refused to start the binary (see `child_command`).
-    let mut wrapper_refusal: Option<String> = None;
     loop {
         tokio::select! {
             msg = r.channel.wait() => match msg {
                 Some(ChannelMsg::Data { data }) => {
-                    for line in out.push(&data) {
-                        if first_line {
-                            first_line = false;
-                            if let Some(found) = parse_pid(&line) {
-                                pid = Some(found);
-                                continue;
-                            }
-                        }
+                    for line in st.stdout(&data) {
                         shared.emit(RemoteEvent::Output { host: host.clone(), line }).await;
                     }
                 }
                 Some(ChannelMsg::ExtendedData { data, .. }) => {
-                    for line in err.push(&data) {
-                        if pid.is_some() && wrapper_refusal.is_none()
-                            && let Some(said) = line.strip_prefix(WRAPPER_PREFIX)
-                        {
-                            wrapper_refusal = Some(said.to_string());
-                        }
+                    for line in st.stderr(&data) {
                         shared.emit(RemoteEvent::Output { host: host.clone(), line }).await;
                     }
                 }
@@ -142,7 +189,7 @@ pub(super) async fn supervise(
                 deadline = tokio::time::Instant::now();
             }
             _ = tokio::time::sleep_until(deadline), if stopping => {
-                if let Err(e) = kill(s, pid.as_ref(), &r.run_dir, force.is_cancelled()).await {
+                if let Err(e) = kill(s, st.pid.as_ref(), &r.run_dir, force.is_cancelled(), root).await {
                     warn(shared, &host, format!("cannot stop the child on {host}: {e}")).await;
                 }
                 // If the channel still does not close (lost connection), give up on it.
@@ -180,7 +227,7 @@ pub(super) async fn supervise(
             },
         }
     }
-    for line in [out.rest(), err.rest()].into_iter().flatten() {
+    for line in [st.out.rest(), st.err.rest()].into_iter().flatten() {
         shared
             .emit(RemoteEvent::Output {
                 host: host.clone(),
@@ -199,7 +246,7 @@ pub(super) async fn supervise(
         }
     } else if stopping || exit == Some(ChildExit::Code(0)) {
         HostOutcome::Done
-    } else if let (Some(ChildExit::Code(126)), Some(said)) = (&exit, wrapper_refusal) {
+    } else if let (Some(ChildExit::Code(126)), Some(said)) = (&exit, st.wrapper_refusal) {
         HostOutcome::Failed {
             step: Step::Exec,
             error: Arc::new(Error::Protocol {
@@ -217,7 +264,7 @@ pub(super) async fn supervise(
             }),
         }
     };
-    (outcome, exit, pid)
+    (outcome, exit, st.pid)
 }
 
 async fn recv_update<T>(updates: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
@@ -239,10 +286,21 @@ async fn drain(ch: &mut russh::Channel<russh::client::Msg>, exit: &mut Option<Ch
     }
 }
 
-async fn kill(s: &Session, pid: Option<&Pid>, run_dir: &str, force: bool) -> Result<(), Error> {
+/// Kills the child by its recorded pid; as root when it runs as root (sudo relays TERM to
+/// it, but not KILL, and the login user can signal neither it nor what it started).
+async fn kill(
+    s: &Session,
+    pid: Option<&Pid>,
+    run_dir: &str,
+    force: bool,
+    root: Option<&Sudo>,
+) -> Result<(), Error> {
     let script = scripts::kill_script(pid, run_dir, force);
-    s.run_ok("stopping the child", &sh(&script), None, Step::Cleanup)
-        .await?;
+    let what = "stopping the child";
+    match root {
+        Some(sudo) => sudo::run_ok_as_root(s, sudo, what, &script, Step::Cleanup).await?,
+        None => s.run_ok(what, &sh(&script), None, Step::Cleanup).await?,
+    };
     Ok(())
 }
 

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{ChildExit, Error, Step};
+use crate::sudo::SudoPassword;
 use crate::url::RemoteUrl;
 
 /// One word of the child's command line (after the binary), as the caller builds it: a
@@ -107,6 +108,9 @@ pub struct FleetConfig {
     pub grace: Duration,
     /// Cancelled on the second ^C: skip the grace period.
     pub force: CancellationToken,
+    /// The password for `sudo -S` on the hosts that run their child as root
+    /// ([`TargetExtras::sudo`]); without one, `sudo -n` (which never asks).
+    pub sudo_password: Option<SudoPassword>,
 }
 
 impl FleetConfig {
@@ -143,6 +147,7 @@ impl FleetConfig {
             connect_timeout: Duration::from_secs(15),
             grace: Duration::from_secs(5),
             force: CancellationToken::new(),
+            sudo_password: None,
         }
     }
 }
@@ -201,6 +206,9 @@ pub struct TargetExtras {
     /// Stops this host alone (its child stopped, its run dir removed), as cancelling the
     /// fleet stops every host: a graph moved to another host leaves this one.
     pub stop: Option<tokio_util::sync::CancellationToken>,
+    /// Run the child as root through sudo (the login user still owns the cached binary and
+    /// the run dir; the child's stop and the cleanup go through sudo too).
+    pub sudo: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -341,7 +349,7 @@ mod tests {
         }
         assert_eq!(HostState::ALL.len(), 5);
         assert_eq!(CacheUse::ALL.len(), 5);
-        assert_eq!(Step::ALL.len(), 11);
+        assert_eq!(Step::ALL.len(), 12);
         for bad in ["converged", "Failed", "", " done", "done\n"] {
             let e = bad.parse::<HostState>().unwrap_err();
             assert_eq!((e.what, e.word.as_str()), ("host state", bad));

@@ -474,6 +474,17 @@ impl Relay<'_> {
                     Ok(child) => {
                         let host = host.clone();
                         self.on_child_event(&host, &child);
+                        if let Event::Converged { converged } = child {
+                            let mut ev = Event::HostConverged {
+                                host,
+                                converged,
+                                via: None,
+                            };
+                            if let Some(v) = &via {
+                                ev.set_via(v);
+                            }
+                            self.events.emit(&ev);
+                        }
                         return;
                     }
                     Err(ParseError::TooLong(n)) => {

@@ -59,7 +59,10 @@
 //!
 //! [`Engine::swap`] validates the whole graph first (resource `validate`, unique ids, edge
 //! ends exist, automatic edges from `Resource::uids`/`auto_edges` for vertices with
-//! `meta.autoedge`, acyclic). Only then: equal vertices (`resource::same_resource`) are kept
+//! `meta.autoedge`, acyclic), then merges groupable vertices (`resource::autogroup`: kinds
+//! with a `group_key`, `meta.autogroup`, equal meta, neither reachable from the other; a group
+//! is one vertex named `kind[a,b,c]`, with one worker and one watch, and it is what events and
+//! the converger count). Only then: equal vertices (`resource::same_resource`) are kept
 //! untouched (no new watch, no new check_apply); removed and changed ones are cancelled and
 //! awaited before added and changed ones get new workers (a changed vertex is reported both
 //! removed and added). Startup is a swap from the empty graph.

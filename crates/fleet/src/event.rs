@@ -175,6 +175,13 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         via: Option<String>,
     },
+    /// A host's child turned converged (or busy again): its own `converged` event, relayed.
+    HostConverged {
+        host: String,
+        converged: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        via: Option<String>,
+    },
     HostFailed {
         host: String,
         #[serde(with = "as_str")]
@@ -233,6 +240,7 @@ impl Event {
             | Event::HostOutput { host, .. }
             | Event::GraphCopied { host, .. }
             | Event::HostWarning { host, .. }
+            | Event::HostConverged { host, .. }
             | Event::HostFailed { host, .. }
             | Event::HostSummary { host, .. } => Some(host),
             _ => None,
@@ -246,6 +254,7 @@ impl Event {
             | Event::HostOutput { via, .. }
             | Event::GraphCopied { via, .. }
             | Event::HostWarning { via, .. }
+            | Event::HostConverged { via, .. }
             | Event::HostFailed { via, .. }
             | Event::HostSummary { via, .. } => {
                 via.get_or_insert_with(|| by.to_string());
@@ -364,6 +373,11 @@ mod tests {
             Event::HostWarning {
                 host: "h1".into(),
                 message: "careful".into(),
+                via: None,
+            },
+            Event::HostConverged {
+                host: "h1".into(),
+                converged: true,
                 via: None,
             },
             Event::GraphMoved {

@@ -7,6 +7,7 @@
 //!
 //! This crate must never know about YAML, etcd, SSH or the engine's internals.
 
+use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
@@ -17,6 +18,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 pub use tokio_util::sync::CancellationToken;
+
+mod group;
+pub use group::{GROUP_NAMES_SHOWN, autogroup, group_name, may_group};
 
 /// `kind[name]`: the identity of a resource within one graph.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
@@ -245,7 +249,9 @@ pub struct Meta {
     pub noop: bool,
     /// Add automatic edges (file -> parent directory).
     pub autoedge: bool,
-    /// Accepted for compatibility with mgmt graphs; grouping is not implemented and has no effect.
+    /// May be merged with other vertices of its kind into one vertex (mgmt's automatic
+    /// grouping: all `pkg` resources become one apt transaction). Only kinds that offer a
+    /// [`Resource::group_key`] are ever grouped; see [`autogroup`] for the rule.
     pub autogroup: bool,
     /// Named semaphores: a check_apply runs only while it holds a permit of each, and vertices
     /// naming the same string share it.
@@ -525,9 +531,10 @@ pub struct ApplyCtx {
 }
 
 /// One resource kind's behaviour. Values are immutable once built; any state a kind needs
-/// between calls lives behind its own lock.
+/// between calls lives behind its own lock. (`Any`: a kind's [`Resource::group`] downcasts
+/// its members, `&**member as &dyn Any`.)
 #[async_trait]
-pub trait Resource: Send + Sync + fmt::Debug + 'static {
+pub trait Resource: Any + Send + Sync + fmt::Debug + 'static {
     fn kind(&self) -> &'static str;
     fn name(&self) -> &str;
     fn meta(&self) -> &Meta;
@@ -559,6 +566,21 @@ pub trait Resource: Send + Sync + fmt::Debug + 'static {
     /// manages it (see `uids`).
     fn auto_edges(&self) -> Vec<Uid> {
         Vec::new()
+    }
+
+    /// Automatic grouping: vertices of this kind with equal keys (and equal `meta`, all with
+    /// `meta.autogroup`) may be merged into one vertex built by [`Resource::group`]. `None`,
+    /// the default, is never grouped (and so is a vertex that already is a group).
+    fn group_key(&self) -> Option<String> {
+        None
+    }
+
+    /// One vertex that does the work of all `members` (this resource first among them; all of
+    /// this kind, with its key and meta, in id order), named [`group_name`] of theirs, with
+    /// their meta, and with params that list the members' params in order (so that equal
+    /// members make equal groups). `None` leaves them apart. Must not do IO.
+    fn group(&self, _members: &[Arc<dyn Resource>]) -> Option<Arc<dyn Resource>> {
+        None
     }
 
     /// Long-running: report possible changes until `ctx.cancel` fires. The default is a

@@ -12,7 +12,9 @@ mod inotify;
 pub mod msg;
 pub mod noop;
 mod params;
+pub mod pkg;
 mod shellwords;
+pub mod svc;
 pub mod timer;
 pub mod watch;
 
@@ -48,9 +50,7 @@ pub const UNIMPLEMENTED: &[&str] = &[
     "nspawn",
     "password",
     "pippet",
-    "pkg",
     "print",
-    "svc",
     "tar",
     "test",
     "tftp:file",
@@ -69,6 +69,8 @@ pub fn registry() -> Registry {
     registry.register(noop::KIND);
     registry.register(msg::KIND);
     registry.register(timer::KIND);
+    registry.register(pkg::KIND);
+    registry.register(svc::KIND);
     for kind in UNIMPLEMENTED {
         registry.register_unimplemented(kind);
     }

@@ -21,11 +21,9 @@ fn knows_its_kinds_and_names_the_unimplemented_ones() {
     let registry = resources::registry();
     assert_eq!(
         registry.kinds().collect::<Vec<_>>(),
-        ["exec", "file", "msg", "noop", "timer"]
+        ["exec", "file", "msg", "noop", "pkg", "svc", "timer"]
     );
     for kind in [
-        "pkg",
-        "svc",
         "virt",
         "user",
         "group",
@@ -99,6 +97,17 @@ fn field_lists() {
         ["body", "priority", "fields", "journal", "syslog"]
     );
     assert_eq!(fields("timer"), ["interval"]);
+    assert_eq!(
+        fields("pkg"),
+        [
+            "state",
+            "allowdowngrade",
+            "allowuntrusted",
+            "allownonfree",
+            "allowunsupported"
+        ]
+    );
+    assert_eq!(fields("svc"), ["state", "startup", "session", "refresh"]);
 }
 
 #[test]
@@ -125,7 +134,7 @@ fn errors_point_at_the_field() {
         ),
         (
             "file",
-            json!({"path": "/tmp/x", "state": "absent", "content": "a"}),
+            json!({"path": "/tmp/x", "state": "absent", "source": "/tmp/y"}),
             "state",
         ),
         ("file", json!({"path": "/", "state": "absent"}), "path"),
@@ -224,6 +233,12 @@ fn errors_point_at_the_field() {
         ("msg", json!({"priority": "Loud"}), "priority"),
         ("msg", json!({"fields": ["a"]}), "fields"),
         ("noop", json!({"comment": ["a"]}), "comment"),
+        ("pkg", json!({"state": "latest"}), "state"),
+        ("pkg", json!({"allowdowngrade": "often"}), "allowdowngrade"),
+        ("svc", json!({"state": "started"}), "state"),
+        ("svc", json!({"startup": "on"}), "startup"),
+        ("svc", json!({"refresh": "bounce"}), "refresh"),
+        ("svc", json!({"session": "perhaps"}), "session"),
     ];
     for (kind, p, field) in cases {
         let e = build_err(kind, p.clone());
@@ -402,6 +417,29 @@ fn params_round_trip_for_every_kind() {
             json!({"body": "b", "priority": "warning", "fields": {"k": "v"}, "journal": true, "syslog": true}),
         ),
         ("timer", "t", json!({"interval": 7})),
+        ("pkg", "cowsay", json!({"state": "installed"})),
+        (
+            "pkg",
+            "libc6:i386",
+            json!({"state": "2.36-9+deb12u4", "allowdowngrade": true}),
+        ),
+        (
+            "pkg",
+            "sl",
+            json!({"state": "newest", "allowuntrusted": true, "allownonfree": true, "allowunsupported": true}),
+        ),
+        ("svc", "purpleidea", json!({})),
+        (
+            "svc",
+            "sshd.service",
+            json!({"state": "running", "startup": "enabled"}),
+        ),
+        (
+            "svc",
+            "getty@tty1",
+            json!({"state": "stopped", "startup": "disabled", "session": true, "refresh": "reload"}),
+        ),
+        ("svc", "x", json!({"state": "", "refresh": "none"})),
     ];
     let registry = resources::registry();
     for (kind, name, p) in cases {

@@ -51,6 +51,29 @@ pub enum TestbedError {
     UnknownHost(String),
     #[error("{path} is not a test bed directory (no testbed.state)")]
     NotATestbed { path: PathBuf },
+    #[error(
+        "booted host {host} (systemd-nspawn) exited during boot ({status}); console {log}: {tail}"
+    )]
+    ContainerDied {
+        host: String,
+        status: std::process::ExitStatus,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("booted host {host} did not come up: systemd says {state}; console {log}")]
+    BootFailed {
+        host: String,
+        state: String,
+        log: PathBuf,
+    },
+    #[error("building the booted hosts' root failed ({status}); log {log}: {tail}")]
+    RootBuild {
+        status: std::process::ExitStatus,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("bad package {package}: {reason}")]
+    BadPackage { package: String, reason: String },
     #[error("etcd exited during startup ({status}); log {log}: {tail}")]
     EtcdDied {
         status: std::process::ExitStatus,

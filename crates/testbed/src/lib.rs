@@ -12,8 +12,9 @@
 //! [`Testbed`] is dropped or taken `down`, and never send traffic anywhere but loopback and its
 //! own namespaces: its subnets live in 10.213.0.0/16, nothing is forwarded or NATed, root-side
 //! links carry no IPv6 address, and the leaf network gets an `unreachable` route in the root
-//! namespace so it cannot leak via the default route. It needs root; it never installs anything
-//! (scripts/testbed does).
+//! namespace so it cannot leak via the default route (the one exception: the first booted test
+//! bed on a machine downloads Debian packages once, to build the cached root). It needs root; it
+//! never installs anything (scripts/testbed does).
 //!
 //! ```no_run
 //! use testbed::{Testbed, TestbedConfig};
@@ -28,10 +29,28 @@
 //! # Ok::<(), testbed::TestbedError>(())
 //! ```
 //!
+//! Booted hosts (`booted: true`) are whole Debian 12 machines instead: each boots its own disk
+//! (an overlay over a root built once with mmdebstrap and cached in
+//! /var/cache/mgmt-testbed/booted-KEY) with `systemd-nspawn -b` in its network namespace, so
+//! PID 1 is systemd, sshd is Debian's ssh.service, and users, sudo, D-Bus and apt are real (see
+//! `booted`). They are reached exactly like plain hosts (same addresses, aliases, keys); a local
+//! apt repository ([`AptRepo`], [`TestbedConfig::apt_repo`]) makes apt work offline.
+//!
+//! ```no_run
+//! use testbed::{Testbed, TestbedConfig};
+//!
+//! let bed = Testbed::up(TestbedConfig { booted: true, ..TestbedConfig::hosts(2) })?;
+//! let h1 = &bed.hosts()[0];
+//! let out = bed.exec(h1, "systemctl is-system-running")?;   // "running"
+//! # Ok::<(), testbed::TestbedError>(())
+//! ```
+//!
 //! Several test beds may run at once, from any number of processes: each claims a slot (see
 //! `slots`) that fixes its names and subnets. A run that crashed is cleaned up by the next
 //! `Testbed::up` on the machine, or by `scripts/testbed down`.
 
+mod aptrepo;
+mod booted;
 mod error;
 mod etcd;
 mod launch;
@@ -47,9 +66,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+pub use aptrepo::{AptRepo, Deb, DebFile, DebUnit, TESTD, TESTD_PORT, testd_deb};
+pub use booted::REPO_MOUNT;
 pub use error::TestbedError;
 pub use etcd::Etcd;
-pub use sshd::EXTRA_USER;
+pub use sshd::{EXTRA_USER, PASSWORD_USER};
 
 use slots::{Claim, Names, Owner};
 use sshd::{EtcOverlay, HostFiles, SshdOptions};
@@ -58,6 +79,8 @@ use util::{find_program, mkdir, read_to_string, run, wait_until, write_file};
 /// The SSH port of every host.
 pub const SSH_PORT: u16 = 22;
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// A booted host boots in about a second here; a loaded machine may take much longer.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 /// The largest host number whose address still fits a /24 next to the bridge's `.1`.
 const MAX_HOSTS: usize = 250;
 
@@ -86,8 +109,20 @@ pub struct TestbedConfig {
     /// /var/tmp/mgmt-testbed-SSS-XXXXXX.
     pub dir: Option<PathBuf>,
     /// Lines put first in every host's sshd_config (e.g. `"ClientAliveInterval 1"`). sshd takes
-    /// the first value of a keyword, so these override the test bed's own settings.
+    /// the first value of a keyword, so these override the test bed's own settings (on booted
+    /// hosts: first in a drop-in of /etc/ssh/sshd_config.d, which comes before Debian's
+    /// settings).
     pub sshd_options: Vec<String>,
+    /// Booted hosts: every host is a Debian 12 container booted with systemd-nspawn (PID 1
+    /// systemd, Debian's ssh.service) on its own overlay of a cached root, instead of the
+    /// machine's sshd in namespaces. Needs systemd-nspawn (systemd-container), and mmdebstrap
+    /// plus network access the first time, to build the root (about 30 s). With `extra_user`,
+    /// hosts also have [`PASSWORD_USER`], and the test bed always has a password.
+    pub booted: bool,
+    /// Booted hosts only: an apt repository directory (see [`AptRepo`]) bind-mounted read-only
+    /// at [`REPO_MOUNT`] into every host, which apt then uses as its only source (`apt-get
+    /// update` has run once the test bed is up). Rebuilding it is seen by the hosts at once.
+    pub apt_repo: Option<PathBuf>,
 }
 
 impl Default for TestbedConfig {
@@ -101,6 +136,8 @@ impl Default for TestbedConfig {
             extra_user: true,
             dir: None,
             sshd_options: Vec::new(),
+            booted: false,
+            apt_repo: None,
         }
     }
 }
@@ -146,7 +183,9 @@ pub struct Testbed {
     names: Names,
     dir: PathBuf,
     hosts: Vec<Host>,
-    sshd: Vec<Child>,
+    /// Per host: its sshd, or for booted hosts its systemd-nspawn.
+    children: Vec<Child>,
+    booted: Option<Booted>,
     password: Option<String>,
     /// False once torn down or kept, so Drop does nothing.
     owned: bool,
@@ -163,24 +202,46 @@ impl std::fmt::Debug for Testbed {
     }
 }
 
+/// What a booted test bed keeps about its hosts.
+struct Booted {
+    /// The cached root: every host's lower layer.
+    root: PathBuf,
+    apt_repo: Option<PathBuf>,
+    nspawn: PathBuf,
+    /// Per host: the container's init (PID 1 inside); replaced by a restart.
+    leaders: Vec<u32>,
+}
+
 /// The programs the test bed runs, found once.
 struct Tools {
     ip: PathBuf,
-    sshd: PathBuf,
+    /// Plain hosts: the machine's sshd. Booted: systemd-nspawn.
+    daemon: PathBuf,
     keygen: PathBuf,
 }
 
 impl Tools {
-    fn find() -> Result<Tools, TestbedError> {
+    fn find(booted: bool) -> Result<Tools, TestbedError> {
         // Checked up front so a missing package is named before anything is built
         // (`exec` needs nsenter later).
         find_program("nsenter", "util-linux")?;
         Ok(Tools {
             ip: find_program("ip", "iproute2")?,
-            sshd: find_program("sshd", "openssh-server")?,
+            daemon: if booted {
+                find_program("systemd-nspawn", "systemd-container")?
+            } else {
+                find_program("sshd", "openssh-server")?
+            },
             keygen: find_program("ssh-keygen", "openssh-client")?,
         })
     }
+}
+
+/// The cached root of booted hosts (a directory; never write to it), built first when it is
+/// missing: mmdebstrap, about 30 s and network access, once per machine and recipe. Testbed::up
+/// calls it; call it first to keep the build out of a measurement.
+pub fn build_booted_root() -> Result<PathBuf, TestbedError> {
+    booted::root()
 }
 
 impl Testbed {
@@ -192,9 +253,15 @@ impl Testbed {
             return Err(TestbedError::NotRoot { uid });
         }
         validate(&cfg)?;
-        let tools = Tools::find()?;
-        let openssl = if cfg.password_auth {
+        let tools = Tools::find(cfg.booted)?;
+        let openssl = if cfg.password_auth || cfg.booted {
             Some(find_program("openssl", "openssl")?)
+        } else {
+            None
+        };
+        // Before claiming a slot: the first build takes half a minute and may fail.
+        let booted_root = if cfg.booted {
+            Some(booted::root()?)
         } else {
             None
         };
@@ -210,7 +277,13 @@ impl Testbed {
             names: Names { slot: claim.slot },
             dir: claim.dir,
             hosts: Vec::new(),
-            sshd: Vec::new(),
+            children: Vec::new(),
+            booted: booted_root.map(|root| Booted {
+                root,
+                apt_repo: cfg.apt_repo.clone(),
+                nspawn: tools.daemon.clone(),
+                leaders: Vec::new(),
+            }),
             password: None,
             owned: true,
         };
@@ -252,28 +325,83 @@ impl Testbed {
         self.dir.join("ssh_config")
     }
     /// The password of root and [`EXTRA_USER`] when `password_auth` is on (also in
-    /// `dir()/password`, mode 0600). Never print it.
+    /// `dir()/password`, mode 0600). Booted test beds always have one: it is what
+    /// [`PASSWORD_USER`]'s sudo asks for (root's and [`EXTRA_USER`]'s only with
+    /// `password_auth`). Never print it.
     pub fn password(&self) -> Option<&str> {
         self.password.as_deref()
     }
-    /// The sshd log of a host.
+    /// The sshd log of a host. Booted hosts: the console log (systemd-nspawn's output; sshd
+    /// logs to the host's journal, `journalctl -u ssh`).
     pub fn sshd_log(&self, host: &Host) -> PathBuf {
-        self.files(host).log()
+        if self.booted.is_some() {
+            self.files(host).console_log()
+        } else {
+            self.files(host).log()
+        }
     }
-    /// Pid of the host's sshd listener; every process of the host descends from it.
+    /// Pid of the host's sshd listener. On a plain host every process of the host descends
+    /// from it. On a booted host it is ssh.service's main process (SIGTERM stops sshd, and
+    /// systemd leaves it stopped), or the container's init when sshd does not run.
     pub fn sshd_pid(&self, host: &Host) -> u32 {
-        self.sshd[host.index].id()
+        match &self.booted {
+            None => self.children[host.index].id(),
+            Some(b) => {
+                let leader = b.leaders[host.index];
+                procs::children(leader)
+                    .into_iter()
+                    .find(|p| procs::comm(*p).as_deref() == Some("sshd"))
+                    .unwrap_or(leader)
+            }
+        }
+    }
+
+    /// Whether the hosts are booted containers (see [`TestbedConfig::booted`]).
+    pub fn is_booted(&self) -> bool {
+        self.booted.is_some()
+    }
+
+    /// Booted hosts: pid (in the root namespace) of the container's init, systemd: `nsenter -t
+    /// PID -m -u -i -n -p` enters the host, `/proc/PID/root` is its filesystem. None on plain
+    /// hosts.
+    pub fn leader_pid(&self, host: &Host) -> Option<u32> {
+        self.booted.as_ref().map(|b| b.leaders[host.index])
+    }
+
+    /// Booted test beds: the cached root every host's disk is an overlay of (never written).
+    pub fn booted_root(&self) -> Option<&Path> {
+        self.booted.as_ref().map(|b| b.root.as_path())
+    }
+
+    /// Booted test beds: the apt repository mounted at [`REPO_MOUNT`] in every host.
+    pub fn apt_repo(&self) -> Option<&Path> {
+        self.booted.as_ref()?.apt_repo.as_deref()
+    }
+
+    /// The pid whose namespaces (and /proc/PID/root) are the host's.
+    fn ns_pid(&self, host: &Host) -> u32 {
+        match &self.booted {
+            None => self.children[host.index].id(),
+            Some(b) => b.leaders[host.index],
+        }
     }
 
     /// Runs `sh -c cmd` as root inside the host's network, mount and UTS namespaces (its private
-    /// /tmp and homes, its hostname). A non-zero exit is not an error here: look at the returned status.
+    /// /tmp and homes, its hostname); on a booted host inside all of the container's namespaces
+    /// (IPC, PID, cgroup as well), with a clean environment (PATH, HOME). A non-zero exit is not
+    /// an error here: look at the returned status.
     pub fn exec(&self, host: &Host, cmd: &str) -> Result<Output, TestbedError> {
-        let nsenter = find_program("nsenter", "util-linux")?;
-        let pid = self.sshd_pid(host).to_string();
-        Command::new(nsenter)
-            .args(["-t", &pid, "-m", "-n", "-u", "--", "/bin/sh", "-c", cmd])
-            .current_dir("/")
-            .env("HOME", "/root")
+        let mut command = if self.booted.is_some() {
+            booted::nsenter(self.ns_pid(host))?
+        } else {
+            let mut c = Command::new(find_program("nsenter", "util-linux")?);
+            c.args(["-t", &self.ns_pid(host).to_string(), "-m", "-n", "-u", "--"])
+                .current_dir("/")
+                .env("HOME", "/root");
+            c
+        };
+        command
+            .args(["/bin/sh", "-c", cmd])
             .stdin(Stdio::null())
             .output()
             .map_err(|source| TestbedError::Spawn {
@@ -308,12 +436,13 @@ impl Testbed {
     /// resolves in the host's mount namespace.
     fn host_path(&self, host: &Host, path: &Path) -> PathBuf {
         let rel = path.strip_prefix("/").unwrap_or(path);
-        PathBuf::from(format!("/proc/{}/root", self.sshd_pid(host))).join(rel)
+        PathBuf::from(format!("/proc/{}/root", self.ns_pid(host))).join(rel)
     }
 
-    /// Every process inside the host (its network or mount namespace), sshd included.
+    /// Every process inside the host (its network or mount namespace), sshd included; on a
+    /// booted host the container's, and processes started by [`exec`](Self::exec).
     pub fn processes(&self, host: &Host) -> Vec<HostProcess> {
-        let base = PathBuf::from(format!("/proc/{}/ns", self.sshd_pid(host)));
+        let base = PathBuf::from(format!("/proc/{}/ns", self.ns_pid(host)));
         let (net, mnt) = (
             procs::ns_id(&base.join("net")),
             procs::ns_id(&base.join("mnt")),
@@ -357,9 +486,12 @@ impl Testbed {
     }
 
     /// Gives the host a new host key and makes its sshd use it (SIGHUP: same pid, same private
-    /// /tmp). known_hosts is left alone, so clients now see a changed key. Returns the new
-    /// public key (`ssh-ed25519 AAAA...`).
+    /// /tmp; booted hosts: `systemctl reload ssh`). known_hosts is left alone, so clients now
+    /// see a changed key. Returns the new public key (`ssh-ed25519 AAAA...`).
     pub fn replace_host_key(&self, host: &Host) -> Result<String, TestbedError> {
+        if self.booted.is_some() {
+            return self.replace_booted_host_key(host);
+        }
         let keygen = find_program("ssh-keygen", "openssh-client")?;
         let files = self.files(host);
         let fresh = files.dir.join("ssh_host_ed25519_key.new");
@@ -389,6 +521,101 @@ impl Testbed {
             });
         }
         public_key(&files.host_key().with_extension("pub"))
+    }
+
+    fn replace_booted_host_key(&self, host: &Host) -> Result<String, TestbedError> {
+        let keygen = find_program("ssh-keygen", "openssh-client")?;
+        let files = self.files(host);
+        let fresh = files.dir.join("ssh_host_ed25519_key.new");
+        let _ = fs::remove_file(&fresh);
+        let _ = fs::remove_file(fresh.with_extension("new.pub"));
+        run(&mut keygen_cmd(&keygen, &fresh, &host.name), None)?;
+        let public = public_key(&fresh.with_extension("new.pub"))?;
+        for (from, inside, mode) in [
+            (
+                fresh.with_extension("new.pub"),
+                "ssh_host_ed25519_key.pub",
+                0o644,
+            ),
+            (fresh.clone(), "ssh_host_ed25519_key", 0o600),
+        ] {
+            let bytes = fs::read(&from).map_err(|e| TestbedError::io("read", &from, e))?;
+            self.write_file(host, Path::new("/etc/ssh").join(inside), &bytes, mode)?;
+            let mine = files.dir.join(inside);
+            fs::rename(&from, &mine).map_err(|e| TestbedError::io("rename", &mine, e))?;
+        }
+        let out = self.exec(host, "systemctl reload ssh")?;
+        if !out.status.success() {
+            return Err(TestbedError::Command {
+                command: format!("systemctl reload ssh (in {})", host.name),
+                status: out.status,
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        // The re-executed sshd offers the new key once it listens again.
+        let keyscan = find_program("ssh-keyscan", "openssh-client")?;
+        let nsenter = find_program("nsenter", "util-linux")?;
+        let leader = self.ns_pid(host).to_string();
+        let offered = || {
+            Command::new(&nsenter)
+                .args(["-t", &leader, "-n", "--"])
+                .arg(&keyscan)
+                .args(["-T", "2", "-t", "ed25519"])
+                .arg(host.addr.to_string())
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&public))
+        };
+        if !wait_until(READY_TIMEOUT, offered) {
+            return Err(TestbedError::Timeout {
+                what: format!("sshd of {} after host key change", host.name),
+                timeout: READY_TIMEOUT,
+            });
+        }
+        Ok(public)
+    }
+
+    /// Booted hosts: halts the host (as `poweroff` would, SIGKILL after a while) and boots it
+    /// again on the same disk, then waits until it is ready as [`up`](Self::up) does. Its
+    /// files survive; its processes, /run and /tmp (a tmpfs) do not. Plain hosts: an error.
+    pub fn restart(&mut self, host: &Host) -> Result<(), TestbedError> {
+        let Some(b) = &self.booted else {
+            return Err(TestbedError::Config(
+                "restart needs a booted test bed".to_string(),
+            ));
+        };
+        let files = self.files(host);
+        let (root, nspawn, repo) = (b.root.clone(), b.nspawn.clone(), b.apt_repo.clone());
+        booted::stop(&mut [&mut self.children[host.index]]);
+        self.children[host.index] = booted::spawn(&booted::Boot {
+            nspawn: &nspawn,
+            root: &root,
+            files: &files,
+            machine: &host.netns,
+            netns: &host.netns,
+            hostname: &host.name,
+            apt_repo: repo.as_deref(),
+        })?;
+        let leader = self.wait_booted(host)?;
+        if let Some(b) = &mut self.booted {
+            b.leaders[host.index] = leader;
+        }
+        Ok(())
+    }
+
+    fn wait_booted(&mut self, host: &Host) -> Result<u32, TestbedError> {
+        let netns =
+            (!host.reachable_from_root).then(|| PathBuf::from("/run/netns").join(&host.netns));
+        let files = self.files(host);
+        booted::wait_booted(
+            &mut self.children[host.index],
+            &host.name,
+            &files,
+            SocketAddr::new(host.addr, host.port),
+            netns.as_deref(),
+            BOOT_TIMEOUT,
+        )
     }
 
     /// Tears everything down and reports what could not be removed.
@@ -436,10 +663,17 @@ impl Testbed {
             return Ok(());
         }
         self.owned = false;
+        if self.booted.is_some() {
+            // Halted in parallel, before their namespaces go.
+            booted::stop(&mut self.children.iter_mut().collect::<Vec<_>>());
+        }
         let result = slots::teardown(self.names, Some(&self.dir));
-        for child in &mut self.sshd {
-            // Killed by the teardown already (or on its way out): reap it.
-            procs::kill(child.id(), libc::SIGKILL);
+        for child in &mut self.children {
+            // Killed by the teardown already (or on its way out): reap it. A child reaped
+            // before (a halted container) is not signalled: its pid may belong to another.
+            if matches!(child.try_wait(), Ok(None)) {
+                procs::kill(child.id(), libc::SIGKILL);
+            }
             let _ = child.wait();
         }
         result
@@ -489,31 +723,135 @@ impl Testbed {
         let client_pub = public_key(&client_key.with_extension("pub"))?;
         write_file(&authorized, format!("{client_pub}\n").as_bytes(), 0o644)?;
 
-        let etc = self.users(cfg, openssl)?;
-        for host in &self.hosts {
-            let files = self.files(host);
-            let config = sshd::render_config(
-                &files,
-                &SshdOptions {
-                    listen: host.addr,
-                    authorized_keys: &authorized,
-                    password_auth: cfg.password_auth,
-                    sftp: host.sftp,
-                    extra: &cfg.sshd_options,
-                },
-            );
-            write_file(&files.config(), config.as_bytes(), 0o644)?;
-        }
+        let etc = if self.booted.is_some() {
+            self.prepare_booted(cfg, &client_pub, openssl)?;
+            None
+        } else {
+            let etc = self.users(cfg, openssl)?;
+            for host in &self.hosts {
+                let files = self.files(host);
+                let config = sshd::render_config(
+                    &files,
+                    &SshdOptions {
+                        listen: host.addr,
+                        authorized_keys: &authorized,
+                        password_auth: cfg.password_auth,
+                        sftp: host.sftp,
+                        extra: &cfg.sshd_options,
+                    },
+                );
+                write_file(&files.config(), config.as_bytes(), 0o644)?;
+            }
+            etc
+        };
 
         self.network(tools)?;
+        // Before the hosts start: a booted host's disk must not change behind its back.
+        self.write_client_files()?;
         for host in &self.hosts {
             let files = self.files(host);
-            let child =
-                launch::spawn_sshd(&tools.sshd, &host.netns, &host.name, &files, etc.as_ref())?;
-            self.sshd.push(child);
+            let child = match &self.booted {
+                None => launch::spawn_sshd(
+                    &tools.daemon,
+                    &host.netns,
+                    &host.name,
+                    &files,
+                    etc.as_ref(),
+                )?,
+                Some(b) => booted::spawn(&booted::Boot {
+                    nspawn: &tools.daemon,
+                    root: &b.root,
+                    files: &files,
+                    machine: &host.netns,
+                    netns: &host.netns,
+                    hostname: &host.name,
+                    apt_repo: b.apt_repo.as_deref(),
+                })?,
+            };
+            self.children.push(child);
         }
-        self.write_client_files()?;
-        self.wait_ready()
+        if self.booted.is_none() {
+            return self.wait_ready();
+        }
+        for host in self.hosts.clone() {
+            let leader = self.wait_booted(&host)?;
+            if let Some(b) = &mut self.booted {
+                b.leaders.push(leader);
+            }
+        }
+        if self.apt_repo().is_some() {
+            self.apt_update_all()?;
+        }
+        Ok(())
+    }
+
+    /// Booted hosts: the password (always), and each host's own files on its disk.
+    fn prepare_booted(
+        &mut self,
+        cfg: &TestbedConfig,
+        client_pub: &str,
+        openssl: Option<&Path>,
+    ) -> Result<(), TestbedError> {
+        let openssl = openssl.ok_or(TestbedError::MissingBinary {
+            name: "openssl",
+            package: "openssl",
+        })?;
+        let password = util::random_token(20)?;
+        write_file(&self.dir.join("password"), password.as_bytes(), 0o600)?;
+        // The password goes through stdin, never argv.
+        let out = run(
+            Command::new(openssl).args(["passwd", "-6", "-stdin"]),
+            Some(format!("{password}\n").as_bytes()),
+        )?;
+        self.password = Some(password);
+        let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let login_hash = cfg.password_auth.then_some(hash.as_str());
+        let accounts = if cfg.extra_user {
+            vec![
+                booted::Account {
+                    name: EXTRA_USER,
+                    hash: login_hash,
+                },
+                booted::Account {
+                    name: PASSWORD_USER,
+                    hash: Some(&hash),
+                },
+            ]
+        } else {
+            Vec::new()
+        };
+        let b = self.booted.as_ref().expect("a booted test bed");
+        for host in &self.hosts {
+            booted::prepare(&booted::HostSetup {
+                root: &b.root,
+                files: &self.files(host),
+                name: &host.name,
+                listen: host.addr,
+                sftp: host.sftp,
+                password_auth: cfg.password_auth,
+                sshd_options: &cfg.sshd_options,
+                client_key: client_pub,
+                root_hash: login_hash,
+                accounts: &accounts,
+                apt_repo: b.apt_repo.is_some(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// `apt-get update` in every booted host at once, so apt knows the repository's packages.
+    fn apt_update_all(&self) -> Result<(), TestbedError> {
+        let mut running = Vec::new();
+        for host in &self.hosts {
+            let mut cmd = booted::nsenter(self.ns_pid(host))?;
+            cmd.args(["apt-get", "update", "-qq"]);
+            let child = util::spawn(&mut cmd, false)?;
+            running.push((cmd, child));
+        }
+        for (cmd, child) in running {
+            util::finish(&cmd, child, None)?;
+        }
+        Ok(())
     }
 
     /// Generates the users files (when needed) and the extra user's homes.
@@ -669,8 +1007,14 @@ impl Testbed {
             true,
         );
         for h in self.hosts.iter().filter(|h| h.leaf_addr.is_some()) {
-            let ssh_dir = self.files(h).root_home().join(".ssh");
-            mkdir(&ssh_dir, 0o700)?;
+            let ssh_dir = match &self.booted {
+                None => {
+                    let dir = self.files(h).root_home().join(".ssh");
+                    mkdir(&dir, 0o700)?;
+                    dir
+                }
+                Some(b) => booted::upper_dir(&b.root, &self.files(h), "root/.ssh", 0o700)?,
+            };
             write_file(&ssh_dir.join("id_ed25519"), &client_key, 0o600)?;
             write_file(&ssh_dir.join("known_hosts"), known.as_bytes(), 0o644)?;
             write_file(&ssh_dir.join("config"), inner_config.as_bytes(), 0o644)?;
@@ -687,7 +1031,7 @@ impl Testbed {
             let netns =
                 (!host.reachable_from_root).then(|| PathBuf::from("/run/netns").join(&host.netns));
             let mut died = None;
-            let child = &mut self.sshd[i];
+            let child = &mut self.children[i];
             let ready = wait_until(READY_TIMEOUT, || {
                 if let Ok(Some(status)) = child.try_wait() {
                     died = Some(status);
@@ -746,6 +1090,17 @@ fn validate(cfg: &TestbedConfig) -> Result<(), TestbedError> {
     }
     if let Some(line) = cfg.sshd_options.iter().find(|l| l.contains('\n')) {
         return bad(format!("sshd option {line:?} spans several lines"));
+    }
+    if let Some(repo) = &cfg.apt_repo {
+        if !cfg.booted {
+            return bad("apt_repo needs booted hosts".into());
+        }
+        if !repo.is_absolute() || !repo.is_dir() {
+            return bad(format!(
+                "apt repo {} must be an absolute path to a directory",
+                repo.display()
+            ));
+        }
     }
     if let Some(dir) = &cfg.dir {
         if !dir.is_absolute() {
@@ -879,7 +1234,7 @@ fn config_path(path: &Path) -> String {
 
 /// Whether a TCP connection to `target` succeeds, made from inside the network namespace at
 /// `netns` when given (on a short-lived thread, so the caller's namespace never changes).
-fn tcp_accepts(netns: Option<&Path>, target: SocketAddr) -> bool {
+pub(crate) fn tcp_accepts(netns: Option<&Path>, target: SocketAddr) -> bool {
     let attempt = || TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_ok();
     match netns {
         None => attempt(),

@@ -44,6 +44,14 @@ struct Shape {
     /// Allow password login (the password is written to DIR/password, mode 0600).
     #[arg(long)]
     password_auth: bool,
+    /// Booted Debian 12 hosts (systemd-nspawn, PID 1 systemd) instead of plain sshd ones.
+    /// The first run builds their root with mmdebstrap (about 30 s, needs the network).
+    #[arg(long)]
+    booted: bool,
+    /// With --booted: an apt repository directory mounted read-only at /srv/mgmt-repo in every
+    /// host as apt's only source.
+    #[arg(long, requires = "booted")]
+    apt_repo: Option<PathBuf>,
 }
 
 impl Shape {
@@ -59,6 +67,8 @@ impl Shape {
             extra_user: true,
             dir: self.dir.map(|d| std::path::absolute(&d).unwrap_or(d)),
             sshd_options: Vec::new(),
+            booted: self.booted,
+            apt_repo: self.apt_repo.map(|d| std::path::absolute(&d).unwrap_or(d)),
         })
     }
 }
@@ -180,7 +190,20 @@ fn describe(bed: &Testbed) -> String {
         testbed::EXTRA_USER,
         config.display()
     ));
-    if bed.password().is_some() {
+    if bed.is_booted() {
+        s.push_str(&format!(
+            "  booted (systemd-nspawn, PID 1 systemd); {0}'s sudo needs no password, {1}'s needs the password; consoles in {2}/hN/console.log\n",
+            testbed::EXTRA_USER,
+            testbed::PASSWORD_USER,
+            bed.dir().display()
+        ));
+        s.push_str(&format!(
+            "  password ({}'s sudo; root's and {}'s login with --password-auth): in {}\n",
+            testbed::PASSWORD_USER,
+            testbed::EXTRA_USER,
+            bed.dir().join("password").display()
+        ));
+    } else if bed.password().is_some() {
         s.push_str(&format!(
             "  password (root and {}): in {}\n",
             testbed::EXTRA_USER,

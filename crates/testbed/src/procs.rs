@@ -67,3 +67,68 @@ pub(crate) fn cmdline(pid: u32) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// The fields of /proc/PID/stat after the command name (state is the first).
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// The parent pid of a process.
+pub(crate) fn ppid(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(1)?.parse().ok()
+}
+
+/// Whether a process runs: a zombie waiting to be reaped does not count.
+pub(crate) fn running(pid: u32) -> bool {
+    stat_fields(pid).is_some_and(|f| f.first().is_some_and(|s| s != "Z"))
+}
+
+/// The live children of a process.
+pub(crate) fn children(pid: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| ppid(*child) == Some(pid) && running(*child))
+        .collect()
+}
+
+/// The file name of a process's executable (`systemd-nspawn`), if it can be read.
+pub(crate) fn exe_name(pid: u32) -> Option<String> {
+    let exe = fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    Some(exe.file_name()?.to_string_lossy().into_owned())
+}
+
+/// The short command name (`comm`) of a process.
+pub(crate) fn comm(pid: u32) -> Option<String> {
+    let text = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(text.trim_end().to_string())
+}
+
+/// The pid a process has in its own (innermost) pid namespace: 1 for a container's init.
+pub(crate) fn inner_pid(pid: u32) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("NSpid:"))?;
+    line.split_whitespace().last()?.parse().ok()
+}
+
+/// Sends `signal` to each pid, waits until none runs (zombies count as gone) under `timeout`,
+/// then SIGKILLs the rest and waits for them as well. Returns the pids still running.
+pub(crate) fn terminate(pids: &[u32], signal: i32, timeout: std::time::Duration) -> Vec<u32> {
+    for pid in pids {
+        kill(*pid, signal);
+    }
+    if crate::util::wait_until(timeout, || !pids.iter().any(|p| running(*p))) {
+        return Vec::new();
+    }
+    for pid in pids.iter().filter(|p| running(**p)) {
+        kill(*pid, libc::SIGKILL);
+    }
+    crate::util::wait_until(std::time::Duration::from_secs(5), || {
+        !pids.iter().any(|p| running(*p))
+    });
+    pids.iter().copied().filter(|p| running(*p)).collect()
+}

@@ -12,12 +12,13 @@
 
 use std::fs;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use crate::util::{find_program, run, wait_until};
+// Booted hosts' systemd-nspawn (machine name = netns name) is found and halted through its
+// container in the slot's namespaces; its overlay lives in its own mount namespace only.
 use crate::{TestbedError, procs};
 
 pub(crate) const STATE_DIR: &str = "/run/mgmt-testbed";
@@ -171,21 +172,7 @@ struct TableLock {
 impl TableLock {
     fn take() -> Result<TableLock, TestbedError> {
         fs::create_dir_all(STATE_DIR).map_err(|e| TestbedError::io("create", STATE_DIR, e))?;
-        let path = Path::new(STATE_DIR).join("lock");
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| TestbedError::io("open", &path, e))?;
-        // SAFETY: flock on a file descriptor we own; blocks until other claimers are done.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(TestbedError::io(
-                "lock",
-                &path,
-                std::io::Error::last_os_error(),
-            ));
-        }
+        let file = crate::util::lock_exclusive(&Path::new(STATE_DIR).join("lock"))?;
         Ok(TableLock { _file: file })
     }
 }
@@ -301,7 +288,12 @@ pub(crate) fn teardown(names: Names, dir: Option<&Path>) -> Result<(), TestbedEr
         .iter()
         .filter_map(|n| procs::ns_id(&Path::new(NETNS_DIR).join(n)))
         .collect();
+    // Booted hosts' containers are halted through their systemd-nspawn first (a kept or
+    // crashed run's; a live test bed has halted its own already).
+    let halted = crate::booted::stop_in(&ids);
     kill_all_in(&ids)?;
+    halted?;
+    crate::booted::remove_leftovers(&prefix);
 
     // Links first: deleting a veth end deletes its peer at once, while a deleted namespace
     // releases its veth pairs later, asynchronously.

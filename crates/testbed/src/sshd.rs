@@ -8,6 +8,11 @@ use std::path::{Path, PathBuf};
 /// Login of the unprivileged user every host has (with `extra_user`).
 pub const EXTRA_USER: &str = "mgmttest";
 
+/// Booted hosts only (with `extra_user`): a second unprivileged user, authorized with the same
+/// client key, whose sudo asks for the test bed's password ([`crate::Testbed::password`]),
+/// while [`EXTRA_USER`]'s sudo needs none.
+pub const PASSWORD_USER: &str = "mgmtpass";
+
 /// Paths of one host's files inside the test bed directory.
 #[derive(Clone, Debug)]
 pub(crate) struct HostFiles {
@@ -34,6 +39,23 @@ impl HostFiles {
     /// Mounted over /home inside the host.
     pub fn homes(&self) -> PathBuf {
         self.dir.join("home")
+    }
+    /// Booted hosts: the overlay's upper layer (the host's own changes to its disk).
+    pub fn upper(&self) -> PathBuf {
+        self.dir.join("upper")
+    }
+    /// Booted hosts: the overlay's work directory.
+    pub fn work(&self) -> PathBuf {
+        self.dir.join("work")
+    }
+    /// Booted hosts: where the overlay is mounted, in systemd-nspawn's own mount namespace
+    /// only (empty as seen from anywhere else).
+    pub fn merged(&self) -> PathBuf {
+        self.dir.join("merged")
+    }
+    /// Booted hosts: systemd-nspawn's output and the container's console.
+    pub fn console_log(&self) -> PathBuf {
+        self.dir.join("console.log")
     }
 }
 

@@ -146,6 +146,37 @@ pub(crate) fn random_token(len: usize) -> Result<String, TestbedError> {
         .collect())
 }
 
+/// Opens (creating) `path` and takes an exclusive flock on it; released when the file closes.
+pub(crate) fn lock_exclusive(path: &Path) -> Result<fs::File, TestbedError> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| TestbedError::io("open", path, e))?;
+    // SAFETY: flock on a file descriptor we own; blocks until the other holders are done.
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) } != 0 {
+        return Err(TestbedError::io(
+            "lock",
+            path,
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(file)
+}
+
+/// FNV-1a (64 bits) of the parts, each followed by a NUL: a short, stable cache key.
+pub(crate) fn fnv1a(parts: &[&str]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in part.bytes().chain([0]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}
+
 /// The last lines of a log, for error messages.
 pub(crate) fn tail(path: &Path, lines: usize) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
@@ -166,5 +197,11 @@ mod tests {
              (install some-package; scripts/testbed does it)"
         );
         assert!(find_program("sh", "dash").is_ok());
+    }
+
+    #[test]
+    fn fnv1a_separates_parts() {
+        assert_ne!(fnv1a(&["ab", "c"]), fnv1a(&["a", "bc"]));
+        assert_eq!(fnv1a(&["x"]), fnv1a(&["x"]));
     }
 }

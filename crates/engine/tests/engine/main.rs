@@ -3,6 +3,7 @@
 //! recorded facts under a timeout, never on sleeps, and assert no durations except lower
 //! bounds the engine guarantees (delays, rate limits).
 
+mod autogroup;
 mod common;
 mod failure;
 mod misc;

@@ -24,6 +24,9 @@ enum Cmd {
     Hold(Shape),
     /// Remove the test bed in DIR, or without DIR every kept one and any crashed leftovers.
     Down { dir: Option<PathBuf> },
+    /// Build an apt repository in DIR holding the test service package `mgmt-testd` (for
+    /// `up --booted --apt-repo DIR`: the demo and the benchmarks use it).
+    Repo { dir: PathBuf },
 }
 
 #[derive(Args)]
@@ -113,6 +116,12 @@ fn real_main() -> Result<(), String> {
             drop(out);
             let _ = stop.recv();
             bed.down().map_err(|e| e.to_string())
+        }
+        Cmd::Repo { dir } => {
+            let repo = testbed::AptRepo::build(&dir, &[testbed::testd_deb("1.0")])
+                .map_err(|e| e.to_string())?;
+            println!("repo {}", repo.dir().display());
+            Ok(())
         }
         Cmd::Down { dir: Some(dir) } => Testbed::down_dir(&dir).map_err(|e| e.to_string()),
         Cmd::Down { dir: None } => {

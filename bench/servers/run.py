@@ -578,8 +578,8 @@ def main() -> int:
                          "mgmt_applied": {n: p.get("applied") for n, p in per.items()} if tool == "mgmt" else None,
                          "mgmt_summary_changed": {n: p.get("summary_changed") for n, p in per.items()} if tool == "mgmt" else None}
                     if problems:
-                        keep = work / f"failed-{tool}-{phase}-{i + 1}"
-                        keep.mkdir(exist_ok=True)
+                        keep = RESULTS / f"failed-{tool}-{phase}-{i + 1}"
+                        keep.mkdir(parents=True, exist_ok=True)
                         (keep / "stdout").write_text(s.out)
                         (keep / "stderr").write_text(s.err)
                         (keep / "states.json").write_text(json.dumps(states, indent=1, default=str))

@@ -43,6 +43,7 @@ PHASES = ("cold-nocache", "cold", "warm", "drift")
 TOOLS = ("mgmt", "ansible")
 DRIFT_SETTLE = 2.0  # seconds between the drift reset and the run
 DRIFT_RELOAD = False  # --drift-reload: a daemon-reload after the drift stop (see README)
+SCENARIO = "classic"  # --scenario: classic (pkg -> file -> svc) or accounts (service account)
 
 spec = importlib.util.spec_from_file_location("fleet", ROOT / "bench" / "fleet" / "run.py")
 fleet = importlib.util.module_from_spec(spec)
@@ -285,8 +286,9 @@ edges:
 def gen_inputs(bed: Bed, work: Path) -> None:
     shutil.rmtree(work, ignore_errors=True)
     (work / "mgmt").mkdir(parents=True)
+    graph = accounts_graph if SCENARIO == "accounts" else mgmt_graph
     for h in bed.hosts:
-        (work / "mgmt" / f"{h.name}.yaml").write_text(mgmt_graph(h))
+        (work / "mgmt" / f"{h.name}.yaml").write_text(graph(h))
     d = work / "ansible"
     (d / "callback_plugins").mkdir(parents=True)
     (d / "callback_plugins" / "fleetcount.py").write_text(fleet.ANSIBLE_CALLBACK)
@@ -310,6 +312,9 @@ control_path_dir = {d}/cp
 """)
     (d / "inventory.ini").write_text("[servers]\n" + "".join(
         f"{h.name} ansible_user={USER}\n" for h in bed.hosts))
+    if SCENARIO == "accounts":
+        (d / "site.yml").write_text(accounts_play())
+        return
     (d / "site.yml").write_text(f"""\
 - hosts: servers
   gather_facts: false
@@ -402,6 +407,8 @@ def run_ansible(bed: Bed, work: Path, venv: Path) -> tuple[fleet.Sample, dict]:
 
 def reset(bed: Bed, work: Path, phase: str) -> None:
     ansible_masters_close(work)  # every run opens its own connections, as mgmt's do
+    if SCENARIO == "accounts":
+        return accounts_reset(bed, phase)
     if phase.startswith("cold"):
         # disable first: a purge alone leaves the enablement symlink behind.
         script = (f"systemctl disable --now {PKG} >/dev/null 2>&1; "
@@ -447,6 +454,8 @@ def check(bed: Bed, s: fleet.Sample, per: dict, since: float) -> tuple[list[str]
     problems = []
     if s.rc != 0:
         problems.append(f"exit {s.rc}")
+    if SCENARIO == "accounts":
+        return accounts_check(bed, per, problems)
     states = dict(zip([h.name for h in bed.hosts], on_all(bed, lambda h: host_state(h, since))))
     for name, st in states.items():
         bad = []
@@ -462,6 +471,157 @@ def check(bed: Bed, s: fleet.Sample, per: dict, since: float) -> tuple[list[str]
             bad.append(f"is-enabled {st['enabled']}")
         if st["port"] != PORT:
             bad.append(f"port {st['port']}")
+        if per.get(name, {}).get("failed"):
+            bad.append("tool reported a failure")
+        if bad:
+            problems.append(f"{name}: " + ", ".join(bad))
+    return problems, states
+
+
+# ---------------------------------------------------------------------------------------------
+# The service-account scenario (--scenario accounts): group -> user -> authorized_key -> a
+# sudoers line, the same desired state for both tools.
+
+SVC_USER = "deploy"
+SVC_ID = 2001
+SVC_COMMENT = "deploy service account"
+SVC_SUDOERS = f"/etc/sudoers.d/{SVC_USER}"
+SVC_SUDO_LINE = f"{SVC_USER} ALL=(root) NOPASSWD: /usr/bin/systemctl restart {PKG}"
+SVC_KEY: str = ""  # set by accounts_key(): an ed25519 public key made for this run
+
+
+def accounts_key(work: Path) -> str:
+    global SVC_KEY
+    key = work.parent / "deploy_ed25519"
+    if not key.exists():
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "deploy@bench", "-f", str(key)])
+    SVC_KEY = (key.with_suffix(".pub")).read_text().strip()
+    return SVC_KEY
+
+
+def accounts_graph(h: Host) -> str:
+    return f"""\
+graph: service-account
+comment: group -> user -> authorized_key -> sudoers line
+remote: ssh://{USER}@{h.addr}:22
+sudo: true
+resources:
+  group:
+  - name: {SVC_USER}
+    gid: {SVC_ID}
+  user:
+  - name: {SVC_USER}
+    uid: {SVC_ID}
+    group: {SVC_USER}
+    homedir: /home/{SVC_USER}
+    shell: /bin/bash
+    comment: {json.dumps(SVC_COMMENT)}
+  authorized_key:
+  - name: {SVC_USER}-key
+    user: {SVC_USER}
+    key: {json.dumps(SVC_KEY)}
+  line:
+  - name: {SVC_USER}-sudo
+    path: {SVC_SUDOERS}
+    line: {json.dumps(SVC_SUDO_LINE)}
+    create: true
+    mode: "0440"
+edges:
+- name: the account before its sudo rule
+  from: {{kind: user, name: {SVC_USER}}}
+  to: {{kind: line, name: {SVC_USER}-sudo}}
+"""
+
+
+def accounts_play() -> str:
+    return f"""\
+- hosts: servers
+  gather_facts: false
+  become: true
+  tasks:
+  - name: group
+    ansible.builtin.group: {{name: {SVC_USER}, gid: {SVC_ID}}}
+  - name: user
+    ansible.builtin.user: {{name: {SVC_USER}, uid: {SVC_ID}, group: {SVC_USER}, home: /home/{SVC_USER}, shell: /bin/bash, comment: {json.dumps(SVC_COMMENT)}}}
+  - name: key
+    ansible.posix.authorized_key: {{user: {SVC_USER}, key: {json.dumps(SVC_KEY)}}}
+  - name: sudo rule
+    ansible.builtin.lineinfile: {{path: {SVC_SUDOERS}, line: {json.dumps(SVC_SUDO_LINE)}, create: true, mode: "0440"}}
+"""
+
+
+def ansible_posix(work: Path, venv: Path) -> Path:
+    """ansible.posix (authorized_key) is not in ansible-core, and Galaxy is not reachable here:
+    take the collection out of the `ansible` package's wheel on PyPI."""
+    import zipfile
+    dest = work.parent / "collections"
+    if (dest / "ansible_collections" / "ansible" / "posix").is_dir():
+        return dest
+    dl = work.parent / "wheels"
+    dl.mkdir(parents=True, exist_ok=True)
+    log("fetching ansible.posix from the `ansible` wheel on PyPI")
+    run([str(venv / "bin" / "python"), "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:",
+         "-d", str(dl), "ansible"])
+    wheel = sorted(dl.glob("ansible-*.whl"))[-1]
+    prefix = "ansible_collections/ansible/posix/"
+    with zipfile.ZipFile(wheel) as z:
+        for m in z.namelist():
+            if m.startswith(prefix):
+                z.extract(m, dest)
+    return dest
+
+
+def accounts_reset(bed: Bed, phase: str) -> None:
+    if phase.startswith("cold"):
+        script = (f"userdel -r {SVC_USER} >/dev/null 2>&1; groupdel {SVC_USER} >/dev/null 2>&1; "
+                  f"rm -f {SVC_SUDOERS}; true")
+        if phase == "cold-nocache":
+            script += f"; rm -rf /home/{USER}/.cache/mgmt /home/{USER}/.ansible /root/.ansible"
+        on_all(bed, lambda h: host_sh(h, script))
+    elif phase == "drift":
+        on_all(bed, lambda h: host_sh(h, f"usermod -s /bin/sh {SVC_USER}; "
+                                         f": > /home/{SVC_USER}/.ssh/authorized_keys; rm -f {SVC_SUDOERS}"))
+
+
+def accounts_host_state(h: Host) -> dict:
+    def stat(p):
+        try:
+            st = os.stat(h.path(p))
+            return (st.st_mode & 0o7777, st.st_uid, st.st_gid)
+        except OSError:
+            return None
+
+    def read(p):
+        try:
+            return h.path(p).read_text()
+        except OSError:
+            return None
+    passwd = [l for l in (read("/etc/passwd") or "").splitlines() if l.startswith(SVC_USER + ":")]
+    group = [l for l in (read("/etc/group") or "").splitlines() if l.startswith(SVC_USER + ":")]
+    keys = read(f"/home/{SVC_USER}/.ssh/authorized_keys")
+    return {"passwd": passwd, "group": group, "skel": h.path(f"/home/{SVC_USER}/.bashrc").exists(),
+            "ssh_dir": stat(f"/home/{SVC_USER}/.ssh"), "keys_mode": stat(f"/home/{SVC_USER}/.ssh/authorized_keys"),
+            "key_lines": [l for l in (keys or "").splitlines() if SVC_KEY.split()[1] in l],
+            "sudoers": read(SVC_SUDOERS), "sudoers_mode": stat(SVC_SUDOERS), "starts": 0}
+
+
+def accounts_check(bed: Bed, per: dict, problems: list[str]) -> tuple[list[str], dict]:
+    states = dict(zip([h.name for h in bed.hosts], on_all(bed, accounts_host_state)))
+    want_pw = f"{SVC_USER}:x:{SVC_ID}:{SVC_ID}:{SVC_COMMENT}:/home/{SVC_USER}:/bin/bash"
+    for name, st in states.items():
+        bad = []
+        if st["passwd"] != [want_pw]:
+            bad.append(f"passwd {st['passwd']!r}")
+        if len(st["group"]) != 1 or not st["group"][0].startswith(f"{SVC_USER}:x:{SVC_ID}:"):
+            bad.append(f"group {st['group']!r}")
+        if not st["skel"]:
+            bad.append("no home from skel")
+        if st["ssh_dir"] != (0o700, SVC_ID, SVC_ID) or st["keys_mode"] != (0o600, SVC_ID, SVC_ID):
+            bad.append(f"modes {st['ssh_dir']} {st['keys_mode']}")
+        if len(st["key_lines"]) != 1:
+            bad.append(f"{len(st['key_lines'])} key lines")
+        if st["sudoers"] != SVC_SUDO_LINE + "\n" or st["sudoers_mode"] != (0o440, 0, 0):
+            bad.append(f"sudoers {st['sudoers']!r} {st['sudoers_mode']}")
         if per.get(name, {}).get("failed"):
             bad.append("tool reported a failure")
         if bad:
@@ -521,7 +681,9 @@ def main() -> int:
     ap.add_argument("--mgmt", help="a prebuilt mgmt binary (default: scripts/build-static)")
     ap.add_argument("--drift-reload", action="store_true",
                     help="daemon-reload after the drift reset's stop (works around 219/CGROUP, see README)")
-    ap.add_argument("--out", default="latest", help="results/OUT (default latest)")
+    ap.add_argument("--scenario", choices=("classic", "accounts"), default="classic",
+                    help="classic: pkg -> file -> svc; accounts: group -> user -> authorized_key -> sudoers line")
+    ap.add_argument("--out", default=None, help="results/OUT (default latest, accounts: accounts)")
     ap.add_argument("--no-build", action="store_true", help="use target/debug/testbed as it is")
     ap.add_argument("--no-upgrade", action="store_true", help="do not pip install --upgrade")
     ap.add_argument("--max-minutes", type=float, default=25,
@@ -529,9 +691,10 @@ def main() -> int:
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("needs root (the test bed)")
-    global DRIFT_RELOAD, RESULTS
+    global DRIFT_RELOAD, RESULTS, SCENARIO
     DRIFT_RELOAD = args.drift_reload
-    RESULTS = HERE / "results" / args.out
+    SCENARIO = args.scenario
+    RESULTS = HERE / "results" / (args.out or ("accounts" if SCENARIO == "accounts" else "latest"))
     phases = [p for p in args.phases.split(",") if p]
     tools = [t for t in args.tools.split(",") if t]
     start = time.monotonic()
@@ -545,7 +708,11 @@ def main() -> int:
     versions.update(mgmt=f"{commit}{' (dirty tree)' if dirty else ''}",
                     mgmt_version=run([str(mgmt), "--version"], capture_output=True, text=True).stdout.strip())
     repo = build_repo(WORK / "repo")
-    work = WORK / f"h{args.hosts}"
+    work = WORK / f"h{args.hosts}" / SCENARIO
+    work.parent.mkdir(parents=True, exist_ok=True)
+    if SCENARIO == "accounts":
+        accounts_key(work)
+        os.environ["ANSIBLE_COLLECTIONS_PATH"] = str(ansible_posix(work, venv))
     fleet.CG = fleet.CpuGroup()
     log(f"bringing up {args.hosts} booted hosts")
     bed, up_secs = bed_up(args.hosts, repo)
@@ -597,17 +764,27 @@ def main() -> int:
     total = time.monotonic() - start
     RESULTS.mkdir(parents=True, exist_ok=True)
     tab = table(rows)
-    md = (f"## Servers benchmark: the classic graph on {args.hosts} booted hosts\n\n"
+    what = ("the service-account graph" if SCENARIO == "accounts" else "the classic graph")
+    md = (f"## Servers benchmark: {what} on {args.hosts} booted hosts\n\n"
           f"{started_at}, {args.runs} runs per tool and phase, total {total / 60:.1f} min.\n\n"
-          f"package `{PKG}` → `{CONF}` (`PORT=8081`, 0644 root:root) → service `{PKG}` running and "
-          f"enabled, restarted on a config change. Login `{USER}`, root through sudo (mgmt `sudo: true`, "
+          + (f"group `{SVC_USER}` (gid {SVC_ID}) → user `{SVC_USER}` (uid {SVC_ID}, home from skel, "
+             f"bash, comment) → its authorized key (~/.ssh 0700, file 0600) → `{SVC_SUDOERS}` 0440 with "
+             f"one sudo rule (mgmt: group, user, authorized_key, line; Ansible: group, user, "
+             f"ansible.posix.authorized_key, lineinfile). "
+             if SCENARIO == "accounts" else
+             f"package `{PKG}` → `{CONF}` (`PORT=8081`, 0644 root:root) → service `{PKG}` running and "
+             f"enabled, restarted on a config change. ")
+          + f"Login `{USER}`, root through sudo (mgmt `sudo: true`, "
           f"Ansible `become: true`).\n\n"
           f"Bringing up {args.hosts} booted hosts (`testbed up {args.hosts} --booted --apt-repo`, "
           f"root cached, incl. apt-get update): **{up_secs:.1f} s**.\n\n{tab}\n"
           f"Machine: {machine['nproc']} × {machine['cpu']}, {machine['mem_gib']} GiB, kernel {machine['kernel']}, "
           f"{machine['os']}, {machine['openssh']}, load at start {' '.join(machine['loadavg_start'])}.\n\n"
-          f"Drift reset: conf edited, `systemctl stop`{', `daemon-reload`' if DRIFT_RELOAD else ''}, "
-          f"{DRIFT_SETTLE:.0f} s settle.\n\n"
+          + (f"Drift reset: shell changed by hand (`usermod -s /bin/sh`), authorized_keys emptied, "
+             f"sudoers file removed.\n\n" if SCENARIO == "accounts" else
+             f"Drift reset: conf edited, `systemctl stop`{', `daemon-reload`' if DRIFT_RELOAD else ''}, "
+             f"{DRIFT_SETTLE:.0f} s settle.\n\n")
+          +
           f"Versions: ansible-core {versions['ansible-core']} (Python {versions['venv-python']}), "
           f"mgmt {versions['mgmt']} ({versions['mgmt_version']}, static binary).\n")
     (RESULTS / "summary.md").write_text(md)

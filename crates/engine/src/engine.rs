@@ -247,16 +247,7 @@ impl Engine {
                 tracing::error!(id = %v.id, error = %e, "worker task failed");
             }
         }
-        for v in started {
-            let span = tracing::info_span!("resource", id = %v.id);
-            let task = shared
-                .tracker
-                .spawn(worker::run(v.clone(), shared.clone()).instrument(span));
-            ctl.tasks.insert(v.id.clone(), task);
-        }
-        for v in everyone {
-            v.poke();
-        }
+        // Before any new worker runs: a swap's event always comes before what its vertices do.
         tracing::debug!(
             added = report.added.len(),
             removed = report.removed.len(),
@@ -268,6 +259,16 @@ impl Engine {
             removed: report.removed.clone(),
             kept: report.kept.clone(),
         });
+        for v in started {
+            let span = tracing::info_span!("resource", id = %v.id);
+            let task = shared
+                .tracker
+                .spawn(worker::run(v.clone(), shared.clone()).instrument(span));
+            ctl.tasks.insert(v.id.clone(), task);
+        }
+        for v in everyone {
+            v.poke();
+        }
         Ok(report)
     }
 

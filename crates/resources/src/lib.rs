@@ -1,20 +1,28 @@
-//! The resource kinds this binary implements (`file`, `exec`, `noop`, `msg`, `timer`) and the
-//! registry that builds them from their YAML parameters.
+//! The resource kinds this binary implements (`file`, `exec`, `noop`, `msg`, `timer`, `pkg`,
+//! `svc`, `user`, `group`, `mount`, `line`, `authorized_key`, `sysctl`, `hostname`, `cron`)
+//! and the registry that builds them from their YAML parameters.
 //!
 //! Each kind lives in its own module and sees the machine only through its own parameters and
 //! the contexts of the `resource` contract. This crate must never depend on the engine, and a
 //! kind's `build` must never do IO.
 
+pub mod account;
+pub mod authorized_key;
+pub mod cron;
 pub mod exec;
 pub mod file;
+pub mod hostname;
 mod ident;
 mod inotify;
+pub mod line;
+pub mod mount;
 pub mod msg;
 pub mod noop;
 mod params;
 pub mod pkg;
 mod shellwords;
 pub mod svc;
+pub mod sysctl;
 pub mod timer;
 pub mod watch;
 
@@ -28,7 +36,6 @@ pub const UNIMPLEMENTED: &[&str] = &[
     "bmc:power",
     "config:etcd",
     "consul:kv",
-    "cron",
     "deploy:tar",
     "dhcp:host",
     "dhcp:range",
@@ -36,16 +43,13 @@ pub const UNIMPLEMENTED: &[&str] = &[
     "docker:container",
     "docker:image",
     "firewalld",
-    "group",
     "gzip",
     "hetzner:vm",
-    "hostname",
     "http:server",
     "http:server:file",
     "http:server:flag",
     "http:server:ui",
     "kv",
-    "mount",
     "net",
     "nspawn",
     "password",
@@ -55,7 +59,6 @@ pub const UNIMPLEMENTED: &[&str] = &[
     "test",
     "tftp:file",
     "tftp:server",
-    "user",
     "value",
     "virt",
     "virt:builder",
@@ -68,9 +71,17 @@ pub fn registry() -> Registry {
     registry.register(exec::KIND);
     registry.register(noop::KIND);
     registry.register(msg::KIND);
+    registry.register(mount::KIND);
     registry.register(timer::KIND);
     registry.register(pkg::KIND);
     registry.register(svc::KIND);
+    registry.register(line::KIND);
+    registry.register(authorized_key::KIND);
+    registry.register(account::user::KIND);
+    registry.register(account::group::KIND);
+    registry.register(sysctl::KIND);
+    registry.register(hostname::KIND);
+    registry.register(cron::KIND);
     for kind in UNIMPLEMENTED {
         registry.register_unimplemented(kind);
     }

@@ -21,16 +21,28 @@ fn knows_its_kinds_and_names_the_unimplemented_ones() {
     let registry = resources::registry();
     assert_eq!(
         registry.kinds().collect::<Vec<_>>(),
-        ["exec", "file", "msg", "noop", "pkg", "svc", "timer"]
+        [
+            "authorized_key",
+            "cron",
+            "exec",
+            "file",
+            "group",
+            "hostname",
+            "line",
+            "mount",
+            "msg",
+            "noop",
+            "pkg",
+            "svc",
+            "sysctl",
+            "timer",
+            "user"
+        ]
     );
     for kind in [
         "virt",
-        "user",
-        "group",
-        "mount",
         "kv",
         "augeas",
-        "hostname",
         "nspawn",
         "password",
         "print",

@@ -583,6 +583,8 @@ pub(crate) struct Boot<'a> {
     pub netns: &'a str,
     pub hostname: &'a str,
     pub apt_repo: Option<&'a Path>,
+    /// Block devices bound into the host at their own path.
+    pub devices: &'a [PathBuf],
 }
 
 /// Memory prepared before the fork for the child's mounts.
@@ -616,6 +618,7 @@ pub(crate) fn spawn(b: &Boot<'_>) -> Result<Child, TestbedError> {
     ]
     .into_iter()
     .chain(b.apt_repo.map(|r| ("apt repo", r.to_path_buf())))
+    .chain(b.devices.iter().map(|d| ("device bind", d.clone())))
     {
         check_path(what, &path)?;
     }
@@ -661,6 +664,9 @@ pub(crate) fn spawn(b: &Boot<'_>) -> Result<Child, TestbedError> {
     .arg("--setenv=SYSTEMD_COLORS=0");
     if let Some(repo) = b.apt_repo {
         cmd.arg(format!("--bind-ro={}:{REPO_MOUNT}", repo.display()));
+    }
+    for dev in b.devices {
+        cmd.arg(format!("--bind={}", dev.display()));
     }
     cmd.env("SYSTEMD_COLORS", "0")
         .current_dir("/")

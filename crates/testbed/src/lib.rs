@@ -123,6 +123,10 @@ pub struct TestbedConfig {
     /// at [`REPO_MOUNT`] into every host, which apt then uses as its only source (`apt-get
     /// update` has run once the test bed is up). Rebuilding it is seen by the hosts at once.
     pub apt_repo: Option<PathBuf>,
+    /// Booted hosts only: block device nodes of the machine (e.g. a loop device from
+    /// `losetup --find --show IMAGE`, which the caller attaches and detaches) bind-mounted at
+    /// the same path into every host, so that a host can mount them. Empty by default.
+    pub device_binds: Vec<PathBuf>,
 }
 
 impl Default for TestbedConfig {
@@ -138,6 +142,7 @@ impl Default for TestbedConfig {
             sshd_options: Vec::new(),
             booted: false,
             apt_repo: None,
+            device_binds: Vec::new(),
         }
     }
 }
@@ -207,6 +212,7 @@ struct Booted {
     /// The cached root: every host's lower layer.
     root: PathBuf,
     apt_repo: Option<PathBuf>,
+    device_binds: Vec<PathBuf>,
     nspawn: PathBuf,
     /// Per host: the container's init (PID 1 inside); replaced by a restart.
     leaders: Vec<u32>,
@@ -281,6 +287,7 @@ impl Testbed {
             booted: booted_root.map(|root| Booted {
                 root,
                 apt_repo: cfg.apt_repo.clone(),
+                device_binds: cfg.device_binds.clone(),
                 nspawn: tools.daemon.clone(),
                 leaders: Vec::new(),
             }),
@@ -587,6 +594,7 @@ impl Testbed {
         };
         let files = self.files(host);
         let (root, nspawn, repo) = (b.root.clone(), b.nspawn.clone(), b.apt_repo.clone());
+        let devices = b.device_binds.clone();
         booted::stop(&mut [&mut self.children[host.index]]);
         self.children[host.index] = booted::spawn(&booted::Boot {
             nspawn: &nspawn,
@@ -596,6 +604,7 @@ impl Testbed {
             netns: &host.netns,
             hostname: &host.name,
             apt_repo: repo.as_deref(),
+            devices: &devices,
         })?;
         let leader = self.wait_booted(host)?;
         if let Some(b) = &mut self.booted {
@@ -766,6 +775,7 @@ impl Testbed {
                     netns: &host.netns,
                     hostname: &host.name,
                     apt_repo: b.apt_repo.as_deref(),
+                    devices: &b.device_binds,
                 })?,
             };
             self.children.push(child);
@@ -1090,6 +1100,18 @@ fn validate(cfg: &TestbedConfig) -> Result<(), TestbedError> {
     }
     if let Some(line) = cfg.sshd_options.iter().find(|l| l.contains('\n')) {
         return bad(format!("sshd option {line:?} spans several lines"));
+    }
+    if !cfg.device_binds.is_empty() && !cfg.booted {
+        return bad("device_binds needs booted hosts".into());
+    }
+    for dev in &cfg.device_binds {
+        use std::os::unix::fs::FileTypeExt;
+        if !dev.is_absolute() || !fs::metadata(dev).is_ok_and(|m| m.file_type().is_block_device()) {
+            return bad(format!(
+                "device bind {} must be an absolute path to a block device",
+                dev.display()
+            ));
+        }
     }
     if let Some(repo) = &cfg.apt_repo {
         if !cfg.booted {

@@ -72,6 +72,7 @@ impl Shape {
             sshd_options: Vec::new(),
             booted: self.booted,
             apt_repo: self.apt_repo.map(|d| std::path::absolute(&d).unwrap_or(d)),
+            device_binds: Vec::new(),
         })
     }
 }

@@ -7,9 +7,9 @@
 //! mgmt) builds a file's content from other files; unlike mgmt, the watch follows them too.
 //! Building must never touch the filesystem.
 
-mod ops;
+pub(crate) mod ops;
 mod pool;
-mod watch;
+pub(crate) mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -343,7 +343,7 @@ fn join_path(
 }
 
 /// Absolute, lexically normalised path and whether it was written as a directory.
-fn normalise(raw: &str) -> Result<(PathBuf, bool), String> {
+pub(crate) fn normalise(raw: &str) -> Result<(PathBuf, bool), String> {
     if !raw.starts_with('/') {
         return Err(format!("`{raw}` is not an absolute path"));
     }
@@ -365,7 +365,7 @@ fn normalise(raw: &str) -> Result<(PathBuf, bool), String> {
 }
 
 /// `"0644"`, `"644"` and the integer `644` all mean rw-r--r--: digits are octal, as in mgmt.
-fn parse_mode(raw: Option<Value>) -> Result<Option<u32>, BuildError> {
+pub(crate) fn parse_mode(raw: Option<Value>) -> Result<Option<u32>, BuildError> {
     let text = match raw {
         None => return Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() => return Ok(None),

@@ -511,7 +511,7 @@ fn temp_path(path: &Path) -> PathBuf {
 
 /// Replace `path` atomically with `data`: readers see the old file or the new one, never a
 /// mix, and after a crash the file is one of the two.
-pub(super) fn write_atomic(
+pub(crate) fn write_atomic(
     path: &Path,
     data: &mut dyn Read,
     mode: u32,
@@ -556,7 +556,7 @@ fn sync_parent(path: &Path) -> Result<(), ResourceError> {
     path.parent().map_or(Ok(()), sync_dir)
 }
 
-fn sync_dir(dir: &Path) -> Result<(), ResourceError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), ResourceError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(err("syncing directory", dir))

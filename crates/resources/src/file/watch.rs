@@ -33,7 +33,7 @@ struct Target<'a> {
     recursive: bool,
 }
 
-pub(super) async fn watch(spec: &FileSpec, ctx: WatchCtx) -> Result<(), ResourceError> {
+pub(crate) async fn watch(spec: &FileSpec, ctx: WatchCtx) -> Result<(), ResourceError> {
     // Only a copy of a source tree depends on what a directory contains.
     let copies = spec.source.is_some();
     let mut targets = vec![Target {

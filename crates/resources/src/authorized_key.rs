@@ -505,7 +505,7 @@ impl Resource for AuthorizedKey {
                 hostname: ctx.hostname.clone(),
             };
             let stop = inner.cancel.clone();
-            let watching = file::watch::watch(&watched, inner);
+            let watching = file::watch::watch_versions(&watched, inner);
             tokio::pin!(watching);
             let moved = loop {
                 tokio::select! {

@@ -26,7 +26,7 @@ use serde_json::{Map, Value};
 
 use crate::line::{self, apply, text};
 use crate::params::{Params, bad};
-use crate::sysctl::{self, ProcPoll};
+use crate::sysctl::{self, ProcPoll, Signal};
 
 pub const FIELDS: &[&str] = &[
     "hostname",
@@ -350,10 +350,10 @@ impl Resource for Hostname {
     async fn watch(&self, ctx: WatchCtx) -> Result<(), ResourceError> {
         let poll = ProcPoll::open(&self.spec.proc())?;
         let (hosts, info) = (self.spec.etc("hosts"), self.spec.etc("machine-info"));
-        sysctl::watch_with_poll(
+        sysctl::watch_with_signal(
             &self.spec.etc("hostname"),
             &[&hosts, &info],
-            Some(poll),
+            Some(Signal::Poll(poll)),
             ctx,
         )
         .await

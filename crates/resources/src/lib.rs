@@ -17,6 +17,7 @@ mod inotify;
 pub mod line;
 pub mod mount;
 pub mod msg;
+mod netconf;
 pub mod noop;
 mod params;
 pub mod pkg;

@@ -8,11 +8,13 @@
 //! written whole, atomically, mode 0644; `state: absent` removes it and leaves the running
 //! value as it is (there is no "default" to go back to).
 //!
-//! Watching: the file is watched through inotify. `/proc/sys` files deliver no inotify events;
-//! the kernel's only change signal there is `POLLPRI|POLLERR` from `poll()`, and only for the
-//! keys that have a poll table (`kernel.hostname`, `kernel.domainname`), which this uses. Any
-//! other key's running value drifting is seen on the next check (an event of its file, a graph
-//! swap, a restart); see the README. Building must never do IO.
+//! Watching: the file is watched through inotify. `/proc/sys` files deliver no inotify events,
+//! so the running value is heard through the kernel's own signal where it has one:
+//! `POLLPRI|POLLERR` from `poll()` for the keys with a poll table (`kernel.hostname`,
+//! `kernel.domainname`), an rtnetlink `RTM_NEWNETCONF` message for the network device
+//! settings it announces (`net.ipv4.ip_forward`, `conf.*.forwarding`, `rp_filter`... see
+//! [`netconf`]). Every other key has no signal at all; its value is read every [`REREAD`]
+//! (one small read) and only a difference wakes the engine. Building must never do IO.
 
 use std::fs;
 use std::io::{self, Write};
@@ -30,6 +32,7 @@ use tokio::io::unix::AsyncFd;
 
 use crate::file;
 use crate::line::{self, apply};
+use crate::netconf::{self, Netconf};
 use crate::params::{Params, bad};
 
 pub const FIELDS: &[&str] = &["value", "file", "state"];
@@ -362,13 +365,8 @@ impl Resource for Sysctl {
         line::file_edges(&self.spec.file)
     }
     async fn watch(&self, ctx: WatchCtx) -> Result<(), ResourceError> {
-        let written = self.spec.key.0.join(".");
-        let poll = if POLLABLE.contains(&written.as_str()) {
-            ProcPoll::open(&self.spec.key.path_in(&self.spec.proc_root)).ok()
-        } else {
-            None
-        };
-        watch_with_poll(&self.spec.file, &[], poll, ctx).await
+        let signal = Signal::for_key(&self.spec.key, &self.spec.proc_root)?;
+        watch_with_signal(&self.spec.file, &[], Some(signal), ctx).await
     }
     async fn check_apply(&self, _ctx: &ApplyCtx, mode: Mode) -> Result<Outcome, ResourceError> {
         let spec = self.spec.clone();
@@ -377,24 +375,73 @@ impl Resource for Sysctl {
     }
 }
 
-/// `file`'s inotify watch of `path` (and `also`), plus the kernel's `POLLPRI` signal of a
-/// `/proc/sys` file when there is one.
-pub(crate) async fn watch_with_poll(
+/// How often the running value of a key without a change signal is read.
+pub const REREAD: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// How a change of a running value is heard.
+pub(crate) enum Signal {
+    /// `POLLPRI` of its `/proc/sys` file (`kernel.hostname`, `kernel.domainname`).
+    Poll(ProcPoll),
+    /// An rtnetlink netconf message (`forwarding`, `rp_filter`... see [`netconf`]).
+    Netconf(Netconf),
+    /// No signal exists (most keys: `/proc/sys` gives inotify nothing): the value is read
+    /// every [`REREAD`] and a wake is reported only when it differs from the last read, so a
+    /// quiet key never wakes the engine.
+    Reread { path: PathBuf, last: Option<String> },
+}
+
+impl Signal {
+    /// Subscribed (or first read) now: no change after this returns is missed.
+    pub(crate) fn for_key(key: &Key, proc_root: &Path) -> Result<Signal, ResourceError> {
+        let path = key.path_in(proc_root);
+        let written = key.0.join(".");
+        if POLLABLE.contains(&written.as_str())
+            && let Ok(p) = ProcPoll::open(&path)
+        {
+            return Ok(Signal::Poll(p));
+        }
+        if proc_root == Path::new(PROC_SYS) && netconf::signalled(&key.0) {
+            return Ok(Signal::Netconf(Netconf::subscribe()?));
+        }
+        let last = fs::read_to_string(&path).ok().map(|v| normalise(&v));
+        Ok(Signal::Reread { path, last })
+    }
+
+    /// Returns after the next change.
+    async fn changed(&mut self) -> Result<(), ResourceError> {
+        match self {
+            Signal::Poll(p) => p.changed().await,
+            Signal::Netconf(n) => n.changed().await,
+            Signal::Reread { path, last } => loop {
+                tokio::time::sleep(REREAD).await;
+                let now = fs::read_to_string(&*path).ok().map(|v| normalise(&v));
+                if now != *last {
+                    *last = now;
+                    return Ok(());
+                }
+            },
+        }
+    }
+}
+
+/// `file`'s inotify watch of `path` (and `also`), plus the kernel's change signal of a
+/// running value when there is one.
+pub(crate) async fn watch_with_signal(
     path: &Path,
     also: &[&Path],
-    poll: Option<ProcPoll>,
+    signal: Option<Signal>,
     ctx: WatchCtx,
 ) -> Result<(), ResourceError> {
     let spec = line::watch_spec(path, also);
-    let files = file::watch::watch(&spec, ctx.clone());
-    let Some(poll) = poll else {
+    let files = file::watch::watch_versions(&spec, ctx.clone());
+    let Some(mut signal) = signal else {
         return files.await;
     };
     tokio::pin!(files);
     loop {
         tokio::select! {
             done = &mut files => return done,
-            changed = poll.changed() => {
+            changed = signal.changed() => {
                 changed?;
                 ctx.event();
             }
@@ -590,5 +637,34 @@ mod tests {
             ours,
             "our own name is unchanged"
         );
+    }
+
+    /// A key without a kernel signal: its value is re-read, and only a difference (blanks
+    /// folded) wakes.
+    #[tokio::test]
+    async fn a_key_without_a_signal_wakes_only_when_its_value_differs() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Key::parse("net.core.somaxconn").unwrap();
+        let path = key.path_in(dir.path());
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, "4096\n").unwrap();
+        let mut s = Signal::for_key(&key, dir.path()).unwrap();
+        assert!(matches!(s, Signal::Reread { .. }));
+        let twice = REREAD * 2;
+        // The same value rewritten with other blanks is no change.
+        fs::write(&path, " 4096 \n").unwrap();
+        assert!(tokio::time::timeout(twice, s.changed()).await.is_err());
+        fs::write(&path, "128\n").unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), s.changed())
+            .await
+            .expect("a wake after the change")
+            .unwrap();
+        assert!(tokio::time::timeout(twice, s.changed()).await.is_err());
+        // A network key with a kernel signal uses it (only under the real /proc/sys).
+        let fwd = Key::parse("net.ipv4.ip_forward").unwrap();
+        assert!(matches!(
+            Signal::for_key(&fwd, Path::new(PROC_SYS)).unwrap(),
+            Signal::Netconf(_)
+        ));
     }
 }

@@ -215,3 +215,42 @@ async fn a_plain_directory_ignores_its_entries_but_not_its_own_changes() {
     w.stop().await.unwrap();
     s.stop().await.unwrap();
 }
+
+/// `line` edits part of a file that people edit too: a hand edit still being written (its
+/// writer has not closed the file) is not reported, so no check reads it half-written and
+/// renames a copy over it without the writer's later writes; its close is reported. A
+/// `file` resource (which owns the whole content) hears the write at once.
+#[tokio::test]
+async fn a_line_hears_a_hand_edit_once_its_writer_closes_the_file() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sshd_config");
+    fs::write(&path, "Port 22\nPermitRootLogin no\n").unwrap();
+    let line = build(
+        "line",
+        "root",
+        json!({"path": path, "line": "PermitRootLogin no"}),
+    );
+    let file = build("file", "f", json!({"path": path}));
+    let mut lw = Watching::start(&line).await;
+    let mut fw = Watching::start(&file).await;
+    let mut editor = fs::OpenOptions::new().append(true).open(&path).unwrap();
+    editor.write_all(b"# being typed").unwrap();
+    // The file watch hears the write: the hub has dispatched it to both subscribers.
+    fw.next_event().await;
+    let short = std::time::Duration::from_millis(300);
+    assert!(
+        tokio::time::timeout(short, lw.events.recv()).await.is_err(),
+        "a file still being written was reported to line"
+    );
+    editor.write_all(b" and finished\n").unwrap();
+    drop(editor);
+    lw.next_event().await;
+    assert_eq!(apply(&line).await.unwrap(), InSync);
+    assert_eq!(
+        fs::read_to_string(&path).unwrap(),
+        "Port 22\nPermitRootLogin no\n# being typed and finished\n"
+    );
+    lw.stop().await.unwrap();
+    fw.stop().await.unwrap();
+}

@@ -896,7 +896,31 @@ pub(crate) fn wait_booted(
                     .replace('\n', "; ")
             })
             .unwrap_or_else(|e| e.to_string());
-        eprintln!("testbed: {host} booted degraded; failed units: {failed}; errors: {journal}");
+        // A unit that failed at boot is started once more: on a cgroup-v1 machine systemd in
+        // the container sometimes fails a spawn with 219/CGROUP, and a failed
+        // systemd-user-sessions leaves /run/nologin behind, which refuses every login but
+        // root's (pam_nologin).
+        let units: Vec<String> = failed
+            .split("; ")
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|u| u.contains('.'))
+            .map(str::to_string)
+            .collect();
+        let again = if units.is_empty() {
+            String::new()
+        } else {
+            let _ = nsenter(leader)
+                .and_then(|mut cmd| run(cmd.args(["systemctl", "reset-failed"]), None));
+            let started = nsenter(leader)
+                .and_then(|mut cmd| run(cmd.args(["systemctl", "start"]).args(&units), None));
+            match started {
+                Ok(_) => format!("; started again: {}", units.join(" ")),
+                Err(e) => format!("; starting them again failed: {e}"),
+            }
+        };
+        eprintln!(
+            "testbed: {host} booted degraded; failed units: {failed}; errors: {journal}{again}"
+        );
     }
     Ok(leader)
 }

@@ -21,6 +21,7 @@ use resource::{ResourceError, WatchCtx};
 
 use super::FileSpec;
 use crate::inotify::{self, Interest, Subscription};
+use crate::watch::Verdict;
 
 /// How often `follow` looks again when directories vanish between looking and watching.
 const FOLLOW_TRIES: usize = 8;
@@ -34,6 +35,23 @@ struct Target<'a> {
 }
 
 pub(crate) async fn watch(spec: &FileSpec, ctx: WatchCtx) -> Result<(), ResourceError> {
+    watch_with(spec, ctx, false).await
+}
+
+/// As [`watch`], but a change of a file that is still being written (its last event a write,
+/// or created by `open(O_CREAT)` and not closed yet) is reported only once its writer closes
+/// it (or renames it into place), with the rule of [`crate::watch`]. For the kinds that edit
+/// part of a file the user also edits (`line` and those built on it): a check then never reads
+/// a half-written file and writes it back without the writer's later writes.
+pub(crate) async fn watch_versions(spec: &FileSpec, ctx: WatchCtx) -> Result<(), ResourceError> {
+    watch_with(spec, ctx, true).await
+}
+
+async fn watch_with(
+    spec: &FileSpec,
+    ctx: WatchCtx,
+    complete_only: bool,
+) -> Result<(), ResourceError> {
     // Only a copy of a source tree depends on what a directory contains.
     let copies = spec.source.is_some();
     let mut targets = vec![Target {
@@ -56,6 +74,7 @@ pub(crate) async fn watch(spec: &FileSpec, ctx: WatchCtx) -> Result<(), Resource
     let sub = inotify::subscribe().map_err(ResourceError::failed)?;
     follow(&sub, &targets)?;
     ctx.running();
+    let mut writing = false;
     loop {
         tokio::select! {
             _ = ctx.cancel.cancelled() => return Ok(()),
@@ -64,6 +83,19 @@ pub(crate) async fn watch(spec: &FileSpec, ctx: WatchCtx) -> Result<(), Resource
         // Directories may have appeared, vanished or been replaced: watch what is there now,
         // before the check_apply this event leads to looks.
         follow(&sub, &targets)?;
+        let seen = sub.take_seen();
+        // A wake without an event of ours (a watch lost and set again) is reported: a spurious
+        // event is harmless.
+        if complete_only && !seen.is_empty() {
+            match crate::watch::verdict(seen, writing, || crate::watch::fresh_file(&spec.path)) {
+                Verdict::Writing => {
+                    writing = true;
+                    continue;
+                }
+                Verdict::Nothing => continue,
+                Verdict::Take => writing = false,
+            }
+        }
         ctx.event();
     }
 }

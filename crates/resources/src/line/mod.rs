@@ -395,7 +395,7 @@ impl Resource for LineRes {
         file_edges(&self.spec.path)
     }
     async fn watch(&self, ctx: WatchCtx) -> Result<(), ResourceError> {
-        file::watch::watch(&watch_spec(&self.spec.path, &[]), ctx).await
+        file::watch::watch_versions(&watch_spec(&self.spec.path, &[]), ctx).await
     }
     async fn check_apply(&self, _ctx: &ApplyCtx, mode: Mode) -> Result<Outcome, ResourceError> {
         let spec = self.spec.clone();

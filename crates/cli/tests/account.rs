@@ -300,3 +300,82 @@ fn a_group_is_created_with_members_changed_kept_and_removed() {
     assert!(entry(&bed, h, "/etc/gshadow", "team").is_none());
     bed.assert_clean(h);
 }
+
+/// Where `needle` starts in `text`, as `line:col` (1-based, as the diagnostics count).
+fn position(text: &str, needle: &str) -> String {
+    let at = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("{needle} not in the graph"));
+    let line = text[..at].matches('\n').count() + 1;
+    let col = at - text[..at].rfind('\n').map_or(0, |n| n + 1) + 1;
+    format!("{line}:{col}")
+}
+
+/// A bad value of each kind of this issue (user, group, line, authorized_key, mount) is named
+/// at its file:line:col, all in one report, and nothing reaches the host: not the graph's good
+/// resource, not the binary, not a run directory.
+#[test]
+fn bad_values_of_every_kind_are_named_at_their_place_and_nothing_reaches_the_host() {
+    let bed = booted();
+    let h = bed.h(1);
+    let text = format!(
+        "{}  file:
+  - name: /etc/mgmt-should-not-exist
+    content: never written
+  user:
+  - name: bob
+    uid: -5
+  group:
+  - name: crew
+    gid: lots
+  line:
+  - name: sshd
+    path: /etc/ssh/sshd_config
+    line: PermitRootLogin no
+    regexp: \"(unclosed\"
+  authorized_key:
+  - name: k
+    user: root
+    key: not-a-key
+  mount:
+  - name: /mnt/data
+    device: sdb1/x
+    type: ext4
+",
+        header(h)
+    );
+    let g = bed.graph("bad.yaml", &text);
+    let passwd = bed.read(h, "/etc/passwd");
+    let mut r = bed.start(&[&g], &["--converged-timeout", "1"]);
+    let (st, err) = r.wait();
+    assert_ne!(st.code(), Some(0), "a bad graph was run:\n{err}");
+    let file = g.display().to_string();
+    for value in ["-5", "lots", "\"(unclosed\"", "not-a-key", "sdb1/x"] {
+        let at = format!("{file}:{}", position(&text, value));
+        assert!(err.contains(&at), "`{value}` not named at {at}:\n{err}");
+    }
+    assert!(
+        bed.sh(
+            h,
+            "test -e /etc/mgmt-should-not-exist && echo yes || echo no"
+        )
+        .trim()
+            == "no",
+        "the good resource was applied"
+    );
+    assert_eq!(bed.read(h, "/etc/passwd"), passwd);
+    assert!(
+        bed.mgmt_processes(h).is_empty() && bed.run_dirs(h).is_empty(),
+        "something reached the host"
+    );
+    assert!(
+        bed.sh(
+            h,
+            &format!("test -e ~{EXTRA_USER}/.cache/mgmt && echo yes || echo no")
+        )
+        .trim()
+            == "no",
+        "the binary was copied for a graph that does not load"
+    );
+    bed.assert_clean(h);
+}

@@ -196,16 +196,26 @@ pub async fn run_local(args: RunArgs, events: Events) -> Result<Exit> {
     // it; nobody has to scrape log lines for it).
     let mut conv_rx = converger.subscribe();
     let mut converged_now: Option<bool> = None;
+    let mut idle_since = None;
     let store_lost = store.as_ref().map(|s| s.lost()).unwrap_or_default();
     let stop = loop {
         tokio::select! {
             _ = store_lost.cancelled() => break Stop::StoreLost,
             Ok(()) = conv_rx.changed() => {
-                let c = conv_rx.borrow_and_update().converged;
-                if converged_now != Some(c) {
-                    converged_now = Some(c);
+                let state = *conv_rx.borrow_and_update();
+                let c = state.converged;
+                // A busy spell over before this loop looked (a drift undone in a few ms) is
+                // still one: a new idle `since` tells, and it is reported as busy then idle,
+                // so the initiator's cluster-wide quiet time starts again.
+                let missed = c && converged_now == Some(true) && state.since != idle_since;
+                if missed {
+                    events.emit(&Event::Converged { converged: false });
+                }
+                if converged_now != Some(c) || missed {
                     events.emit(&Event::Converged { converged: c });
                 }
+                converged_now = Some(c);
+                idle_since = state.since;
             }
             _ = &mut converged_wait => break Stop::Converged,
             _ = &mut max_runtime => break Stop::MaxRuntime,

@@ -668,7 +668,16 @@ pub(crate) fn spawn(b: &Boot<'_>) -> Result<Child, TestbedError> {
     for dev in b.devices {
         cmd.arg(format!("--bind={}", dev.display()));
     }
+    // The host's network namespace is its own, as a real server's is, and its root must be
+    // able to set its own `net.*` sysctls (`sysctl` resources, tested on booted hosts). With
+    // --network-namespace-path (unlike --private-network) systemd-nspawn mounts /proc/sys/net
+    // read-only (writes failed with EROFS) and grants CAP_NET_ADMIN only for a private network:
+    // "network" makes only /proc/sys/net writable (the rest of /proc/sys stays read-only: the
+    // machine's kernel.*, vm.* are never the host's to change), and the capability is a real
+    // root's.
+    cmd.arg("--capability=CAP_NET_ADMIN");
     cmd.env("SYSTEMD_COLORS", "0")
+        .env("SYSTEMD_NSPAWN_API_VFS_WRITABLE", "network")
         .current_dir("/")
         .stdin(Stdio::null())
         .stdout(log)

@@ -264,6 +264,9 @@ fn admit(
             }
         }
     } else {
+        if rec.kind == "authorized_key" {
+            refused.extend(key_refusals(c, rec).into_iter().map(refusal));
+        }
         Some(rec.params.clone())
     };
     match params {
@@ -286,6 +289,23 @@ fn why(field: &str, reason: impl std::fmt::Display, allow: Option<Allow>) -> Why
         None => reason.to_string(),
     };
     (field.to_string(), reason)
+}
+
+/// A collected `authorized_key` goes to the `user`'s own `~/.ssh/authorized_keys` (found in
+/// this host's passwd): an export naming another file (`path`) would add a line to any file of
+/// this host, so that needs `allow: [path]`.
+fn key_refusals(c: &CollectSpec, rec: &ExportedResource) -> Vec<Why> {
+    match rec.params.get("path") {
+        Some(p) if !p.is_null() && !c.allow.contains(&Allow::Path) => vec![why(
+            "path",
+            format!(
+                "an export may not choose the file its key is written to (here {p}); it goes to \
+                 the user's ~/.ssh/authorized_keys"
+            ),
+            Some(Allow::Path),
+        )],
+        _ => Vec::new(),
+    }
 }
 
 /// The meta fields that could harm this host beyond the resource itself.
@@ -670,6 +690,65 @@ collect:
             .map(|s| (s.name(), s.count()))
             .collect();
         assert_eq!(sema, [("lock:2", 2)]);
+    }
+
+    /// A collected key goes to its user's own authorized_keys: an export that names the file
+    /// (`path`) is refused unless the rule allows it, and one without is collected as it is.
+    #[test]
+    fn a_collected_key_may_not_choose_its_file_unless_allowed() {
+        const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq2n1dU2l6f0vQeSgkVZvBZq2oQb8m8G4N0zQ2y9F1c deploy@a";
+        let rule = |allow: &str| {
+            let text = format!(
+                "graph: g\nresources: {{}}\ncollect:\n- kind: authorized_key\n  pattern: fleet-\n{allow}"
+            );
+            yamlgraph::parse("g.yaml", &text, &resources::registry()).expect("valid graph")
+        };
+        let key = |name: &str, path: Option<&str>| {
+            let mut params = serde_json::json!({"user": "deploy", "key": KEY});
+            if let Some(p) = path {
+                params["path"] = p.into();
+            }
+            ExportedResource {
+                host: "a".into(),
+                kind: "authorized_key".into(),
+                name: name.into(),
+                meta: serde_json::to_value(resource::Meta::default()).expect("meta"),
+                params,
+            }
+        };
+        let exports = [
+            key("fleet-a", None),
+            key("fleet-sudoers", Some("/etc/sudoers")),
+            key("other-a", None),
+        ];
+        let (graph, refusals) = assemble(&rule(""), &exports, &resources::registry());
+        assert_eq!(
+            lines(&refusals),
+            [
+                "not collecting authorized_key[fleet-sudoers] from host a: `path`: an export may not \
+              choose the file its key is written to (here \"/etc/sudoers\"); it goes to the user's \
+              ~/.ssh/authorized_keys (a rule accepts it with `allow: [path]`)"
+            ]
+        );
+        let ids: Vec<String> = graph.vertices.iter().map(|v| v.id().to_string()).collect();
+        assert_eq!(
+            ids,
+            ["authorized_key[fleet-a]"],
+            "the pattern is a name prefix"
+        );
+        let (graph, refusals) =
+            assemble(&rule("  allow: [path]\n"), &exports, &resources::registry());
+        assert!(refusals.is_empty(), "{refusals:?}");
+        assert_eq!(graph.vertices.len(), 2);
+        // Other file-only allowances stay refused for this kind.
+        let text = "graph: g\nresources: {}\ncollect:\n- kind: authorized_key\n  pattern: fleet-\n  allow: [mode]\n";
+        let e = yamlgraph::parse("g.yaml", text, &resources::registry())
+            .expect_err("mode is file-only")
+            .to_string();
+        assert!(
+            e.contains("`allow: mode` applies only to `file` collect rules"),
+            "{e}"
+        );
     }
 
     fn lines(refusals: &[Refusal]) -> Vec<String> {

@@ -289,3 +289,75 @@ fn lines_blocks_and_a_key_are_kept_in_place_and_the_key_logs_in() {
     assert!(!logs_in(&bed, h, &key), "a removed key still logs in");
     bed.assert_clean(h);
 }
+
+/// A fresh ed25519 key pair in `dir`: (private key path, public key line).
+fn keypair(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
+    let key = dir.join(name);
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    (key, public.trim().to_string())
+}
+
+/// Each host exports its own key and collects every host's (mgmt's exported resources, through
+/// the initiator's store): afterwards each key logs in to every host. An export that names the
+/// file its key goes to (`path`) is refused by the collectors (the rule does not allow it) and
+/// writes nothing.
+#[test]
+fn exported_keys_are_collected_by_every_host_and_log_in_and_a_chosen_path_is_refused() {
+    let bed = Bed::up(TestbedConfig {
+        booted: true,
+        ..TestbedConfig::hosts(2)
+    });
+    let (h1, h2) = (bed.h(1), bed.h(2));
+    let tmp = tempfile::tempdir().unwrap();
+    let (k1, p1) = keypair(tmp.path(), "fleet-h1");
+    let (k2, p2) = keypair(tmp.path(), "fleet-h2");
+    for (h, k) in [(h1, &k1), (h1, &k2), (h2, &k1), (h2, &k2)] {
+        assert!(!logs_in(&bed, h, k), "a key logs in before it is collected");
+    }
+    let graph = |h: &Host, n: u32, public: &str, extra: &str| {
+        format!(
+            "graph: keys{n}\nremote: ssh://{EXTRA_USER}@{}:{}\nsudo: true\nresources:\n  authorized_key:\n  - name: \"@@fleet-h{n}\"\n    user: {EXTRA_USER}\n    key: \"{public}\"\n{extra}collect:\n- kind: authorized_key\n  pattern: fleet-\n",
+            h.addr, h.port
+        )
+    };
+    let g1 = bed.graph("h1.yaml", &graph(h1, 1, &p1, ""));
+    let hostile = format!(
+        "  - name: \"@@fleet-h2-elsewhere\"\n    user: {EXTRA_USER}\n    key: \"{p2}\"\n    path: /etc/mgmt-key-target\n"
+    );
+    let g2 = bed.graph("h2.yaml", &graph(h2, 2, &p2, &hostile));
+    let mut r = bed.start(&[&g1, &g2], &["--converged-timeout", "2"]);
+    let (st, err) = r.wait();
+    assert_eq!(st.code(), Some(0), "{err}");
+    assert_eq!(exit_reason(&r.seen), "converged", "{err}");
+    for h in [h1, h2] {
+        assert!(
+            logs_in(&bed, h, &k1),
+            "h1's key does not log in to {}",
+            h.name
+        );
+        assert!(
+            logs_in(&bed, h, &k2),
+            "h2's key does not log in to {}",
+            h.name
+        );
+        assert!(
+            !bed.tb.exists(h, "/etc/mgmt-key-target"),
+            "an export chose a file on {}",
+            h.name
+        );
+    }
+    assert!(
+        err.contains("not collecting authorized_key[fleet-h2-elsewhere]")
+            && err.contains("allow: [path]"),
+        "the refusal was not reported:\n{err}"
+    );
+    for h in [h1, h2] {
+        bed.assert_clean(h);
+    }
+}

@@ -1120,11 +1120,14 @@ impl<'a> Cx<'a> {
     ) -> bool {
         let mut ok = true;
         if kind != "file" {
-            for (a, pos) in allow.iter().filter(|(a, _)| a.file_only()) {
+            for (a, pos) in allow.iter().filter(|(a, _)| !a.fits(kind)) {
                 self.error(
                     *pos,
                     format!("`allow: {a}` applies only to `file` collect rules, not `{kind}`"),
-                    Some("only `meta` can be allowed for other kinds".to_string()),
+                    Some(
+                        "only `meta` can be allowed for other kinds (and `path` for `authorized_key`)"
+                            .to_string(),
+                    ),
                 );
                 ok = false;
             }

@@ -149,6 +149,13 @@ impl Allow {
     pub fn file_only(self) -> bool {
         self != Allow::Meta
     }
+
+    /// Whether a collect rule of `kind` can name it: `meta` any kind; `path` also
+    /// `authorized_key` (the export then chooses the file its key is written to); the rest
+    /// `file` only.
+    pub fn fits(self, kind: &str) -> bool {
+        kind == "file" || !self.file_only() || (kind == "authorized_key" && self == Allow::Path)
+    }
 }
 
 impl std::fmt::Display for Allow {

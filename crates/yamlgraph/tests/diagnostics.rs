@@ -813,7 +813,7 @@ collect:
         13 |   allow: [meta, owner]
            |                 ^^^^^
            |
-           = help: only `meta` can be allowed for other kinds
+           = help: only `meta` can be allowed for other kinds (and `path` for `authorized_key`)
 
         error: `allow` of a collect rule must be a list, found a string
           --> graph.yaml:16:10

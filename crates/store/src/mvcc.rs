@@ -291,6 +291,25 @@ impl Mvcc {
         self.memory().total() as i64
     }
 
+    /// How many keys exist now (deleted ones not counted).
+    pub(crate) fn live_keys(&self) -> usize {
+        self.keys
+            .values()
+            .filter(|v| v.last().is_some_and(|v| v.kv.is_some()))
+            .count()
+    }
+
+    /// The leases each limited user holds.
+    pub(crate) fn user_lease_counts(&self) -> Vec<(String, usize)> {
+        let mut out: Vec<(String, usize)> = self
+            .user_leases
+            .iter()
+            .map(|(u, n)| (u.clone(), *n))
+            .collect();
+        out.sort();
+        out
+    }
+
     pub(crate) fn memory(&self) -> MemoryUsage {
         MemoryUsage {
             live_bytes: self.live_bytes as u64,

@@ -19,7 +19,8 @@ async fn garbage_on_the_socket_does_not_hurt_other_clients() {
     let good = Store::connect(&common::urls(&url), None).await.unwrap();
     good.put("/kept", "1").await.unwrap();
 
-    // A client that sends garbage and stays connected, another that speaks HTTP/1, and one that
+    // A client that sends garbage and stays connected, another that speaks HTTP/1 (answered:
+    // the port serves /health and /metrics, as etcd's does, and closes as asked), and one that
     // sends a valid HTTP/2 preface followed by nonsense.
     let mut idle = TcpStream::connect(server.local_addr()).await.unwrap();
     idle.write_all(&[0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3])
@@ -27,7 +28,7 @@ async fn garbage_on_the_socket_does_not_hurt_other_clients() {
         .unwrap();
     let mut http1 = TcpStream::connect(server.local_addr()).await.unwrap();
     http1
-        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut h2 = TcpStream::connect(server.local_addr()).await.unwrap();
@@ -43,16 +44,24 @@ async fn garbage_on_the_socket_does_not_hurt_other_clients() {
         ("bad h2", &mut h2),
     ] {
         let mut buf = vec![0u8; 4096];
+        let mut got = Vec::new();
         let closed = tokio::time::timeout(TIMEOUT, async {
             loop {
                 match sock.read(&mut buf).await {
                     Ok(0) | Err(_) => return,
-                    Ok(_) => {}
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
                 }
             }
         })
         .await;
         assert!(closed.is_ok(), "the server closes a {what} connection");
+        if what == "http/1" {
+            assert!(
+                got.starts_with(b"HTTP/1.1 "),
+                "no HTTP/1.1 answer: {:?}",
+                String::from_utf8_lossy(&got)
+            );
+        }
     }
 
     // Meanwhile, and afterwards, real clients are served and the data is intact.

@@ -2,22 +2,11 @@
 //! (file:line:col), params round-trip through the registry (what exports publish), and a user
 //! comes after the group resources it names.
 
+mod real;
+
+use real::{errors, find, ok};
 use resource::{Meta, ResId, Resource};
 use serde_json::json;
-
-fn ok(text: &str) -> yamlgraph::GraphSpec {
-    match yamlgraph::parse("graph.yaml", text, &resources::registry()) {
-        Ok(spec) => spec,
-        Err(d) => panic!("expected a graph, got:\n{d}"),
-    }
-}
-
-fn errors(text: &str) -> String {
-    match yamlgraph::parse("graph.yaml", text, &resources::registry()) {
-        Ok(_) => panic!("expected errors"),
-        Err(d) => d.to_string(),
-    }
-}
 
 const GRAPH: &str = r#"---
 graph: accounts
@@ -42,15 +31,6 @@ resources:
     state: absent
 edges: []
 "#;
-
-fn find<'a>(spec: &'a yamlgraph::GraphSpec, kind: &str, name: &str) -> &'a dyn Resource {
-    spec.resources
-        .iter()
-        .find(|r| r.resource.kind() == kind && r.resource.name() == name)
-        .unwrap_or_else(|| panic!("no {kind}[{name}]"))
-        .resource
-        .as_ref()
-}
 
 #[test]
 fn mgmt_names_load_and_params_round_trip_through_the_registry() {

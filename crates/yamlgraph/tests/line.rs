@@ -2,44 +2,12 @@
 //! their place (file:line:col), and a `file` resource of the edited file or its directory, or
 //! the `user` of a key, comes first.
 
-use resource::{ResId, Resource};
+mod real;
+
+use real::{edges, errors, ok, params};
 
 const KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEduq7xSTlLHoKBUptdFFe0tqfCd/zkag1H3cMuSd4Js alice@laptop";
-
-fn ok(text: &str) -> yamlgraph::GraphSpec {
-    match yamlgraph::parse("graph.yaml", text, &resources::registry()) {
-        Ok(spec) => spec,
-        Err(d) => panic!("expected a graph, got:\n{d}"),
-    }
-}
-
-fn errors(text: &str) -> String {
-    match yamlgraph::parse("graph.yaml", text, &resources::registry()) {
-        Ok(_) => panic!("expected errors"),
-        Err(d) => d.to_string(),
-    }
-}
-
-fn params(spec: &yamlgraph::GraphSpec) -> Vec<String> {
-    spec.resources
-        .iter()
-        .map(|r| format!("{} {}", r.resource.id(), r.resource.params()))
-        .collect()
-}
-
-fn edges(spec: &yamlgraph::GraphSpec) -> Vec<String> {
-    let ids: Vec<ResId> = spec.resources.iter().map(|r| r.resource.id()).collect();
-    let vertices: Vec<(&ResId, &dyn Resource)> = ids
-        .iter()
-        .zip(&spec.resources)
-        .map(|(id, r)| (id, r.resource.as_ref()))
-        .collect();
-    resource::auto_edges(&vertices)
-        .into_iter()
-        .map(|(from, to)| format!("{from} -> {to}"))
-        .collect()
-}
 
 #[test]
 fn lines_blocks_and_keys_load() {

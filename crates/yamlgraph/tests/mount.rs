@@ -2,22 +2,11 @@
 //! reported at the field with file:line:col, and automatic edges order a mount point's
 //! directory before the mount and files under it after.
 
+mod real;
+
+use real::{errors, ok};
 use resource::{ResId, Resource};
 use serde_json::json;
-
-fn ok(text: &str) -> yamlgraph::GraphSpec {
-    match yamlgraph::parse("graph.yaml", text, &resources::registry()) {
-        Ok(spec) => spec,
-        Err(d) => panic!("expected a graph, got:\n{d}"),
-    }
-}
-
-fn errors(text: &str) -> String {
-    match yamlgraph::parse("graph.yaml", text, &resources::registry()) {
-        Ok(_) => panic!("expected errors"),
-        Err(d) => d.to_string(),
-    }
-}
 
 #[test]
 fn mgmt_style_mounts_load() {

@@ -2,30 +2,14 @@
 //! unchanged with the real `svc` kind, bad values are reported at their place, and a svc
 //! depends on the file resource of its unit file.
 
+mod real;
+
+use real::{errors, ok};
 use resource::{ResId, Resource};
 use serde_json::json;
 
-fn ok(text: &str) -> yamlgraph::GraphSpec {
-    match yamlgraph::parse("graph.yaml", text, &resources::registry()) {
-        Ok(spec) => spec,
-        Err(d) => panic!("expected a graph, got:\n{d}"),
-    }
-}
-
-fn errors(text: &str) -> String {
-    match yamlgraph::parse("graph.yaml", text, &resources::registry()) {
-        Ok(_) => panic!("expected errors"),
-        Err(d) => d.to_string(),
-    }
-}
-
 fn svc<'a>(spec: &'a yamlgraph::GraphSpec, name: &str) -> &'a dyn Resource {
-    spec.resources
-        .iter()
-        .find(|r| r.resource.kind() == "svc" && r.resource.name() == name)
-        .unwrap_or_else(|| panic!("no svc[{name}]"))
-        .resource
-        .as_ref()
+    real::find(spec, "svc", name)
 }
 
 /// mgmt's examples/yaml/svc1.yaml, as it is.

@@ -2,41 +2,9 @@
 //! their place (file:line:col), and a `file` resource of `/etc/sysctl.d` or `/etc/cron.d` (or
 //! the cron job's `user`) comes first.
 
-use resource::{ResId, Resource};
+mod real;
 
-fn ok(text: &str) -> yamlgraph::GraphSpec {
-    match yamlgraph::parse("graph.yaml", text, &resources::registry()) {
-        Ok(spec) => spec,
-        Err(d) => panic!("expected a graph, got:\n{d}"),
-    }
-}
-
-fn errors(text: &str) -> String {
-    match yamlgraph::parse("graph.yaml", text, &resources::registry()) {
-        Ok(_) => panic!("expected errors"),
-        Err(d) => d.to_string(),
-    }
-}
-
-fn params(spec: &yamlgraph::GraphSpec) -> Vec<String> {
-    spec.resources
-        .iter()
-        .map(|r| format!("{} {}", r.resource.id(), r.resource.params()))
-        .collect()
-}
-
-fn edges(spec: &yamlgraph::GraphSpec) -> Vec<String> {
-    let ids: Vec<ResId> = spec.resources.iter().map(|r| r.resource.id()).collect();
-    let vertices: Vec<(&ResId, &dyn Resource)> = ids
-        .iter()
-        .zip(&spec.resources)
-        .map(|(id, r)| (id, r.resource.as_ref()))
-        .collect();
-    resource::auto_edges(&vertices)
-        .into_iter()
-        .map(|(from, to)| format!("{from} -> {to}"))
-        .collect()
-}
+use real::{edges, errors, ok, params};
 
 #[test]
 fn sysctl_hostname_and_cron_graphs_load() {

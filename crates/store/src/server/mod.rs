@@ -27,6 +27,7 @@
 //! It must never listen beyond loopback unless configured to, and never log a password or token.
 
 mod auth;
+mod http;
 mod kv;
 mod lease;
 mod watch;
@@ -151,6 +152,8 @@ pub(crate) struct Shared {
     max_user_watchers: usize,
     /// The watch streams and watchers each limited user has open (users with none are absent).
     watches: Mutex<HashMap<String, WatchCount>>,
+    /// What `/metrics` counts.
+    metrics: http::Metrics,
     cancel: CancellationToken,
 }
 
@@ -307,30 +310,38 @@ pub async fn serve(
         max_user_watch_streams: cfg.max_user_watch_streams,
         max_user_watchers: cfg.max_user_watchers,
         watches: Mutex::new(HashMap::new()),
+        metrics: http::Metrics::default(),
         cancel: cancel.clone(),
     });
     // Like etcd's gRPC server: a message past this is refused once its length prefix is read.
     let frame = usize::try_from(cfg.max_request_bytes.saturating_add(GRPC_OVERHEAD_BYTES))
         .unwrap_or(usize::MAX);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let grpc = tonic::service::Routes::new(
+        KvServer::new(kv::KvService(shared.clone())).max_decoding_message_size(frame),
+    )
+    .add_service(
+        WatchServer::new(watch::WatchService(shared.clone())).max_decoding_message_size(frame),
+    )
+    .add_service(
+        LeaseServer::new(lease::LeaseService(shared.clone())).max_decoding_message_size(frame),
+    )
+    .add_service(
+        AuthServer::new(auth::AuthService(shared.clone())).max_decoding_message_size(frame),
+    )
+    .add_service(
+        MaintenanceServer::new(kv::MaintenanceService(shared.clone()))
+            .max_decoding_message_size(frame),
+    )
+    .add_service(
+        ClusterServer::new(kv::ClusterService(shared.clone())).max_decoding_message_size(frame),
+    );
+    // /health, /version and /metrics beside gRPC, over HTTP/1.1 too (curl, scrapers).
+    let routes =
+        tonic::service::Routes::from(http::routes(grpc.into_axum_router(), shared.clone()));
     let router = tonic::transport::Server::builder()
-        .add_service(KvServer::new(kv::KvService(shared.clone())).max_decoding_message_size(frame))
-        .add_service(
-            WatchServer::new(watch::WatchService(shared.clone())).max_decoding_message_size(frame),
-        )
-        .add_service(
-            LeaseServer::new(lease::LeaseService(shared.clone())).max_decoding_message_size(frame),
-        )
-        .add_service(
-            AuthServer::new(auth::AuthService(shared.clone())).max_decoding_message_size(frame),
-        )
-        .add_service(
-            MaintenanceServer::new(kv::MaintenanceService(shared.clone()))
-                .max_decoding_message_size(frame),
-        )
-        .add_service(
-            ClusterServer::new(kv::ClusterService(shared.clone())).max_decoding_message_size(frame),
-        );
+        .accept_http1(true)
+        .add_routes(routes);
     let stop = cancel.clone();
     let server = tokio::spawn(
         router.serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }),

@@ -17,6 +17,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -115,6 +116,7 @@ impl Session {
         user: Option<String>,
         requests: Streaming<WatchRequest>,
     ) -> Self {
+        shared.metrics.streams.fetch_add(1, Ordering::Relaxed);
         let latest = shared.latest.subscribe();
         let period = shared.progress_interval.max(Duration::from_millis(10));
         let ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -253,6 +255,7 @@ impl Session {
         created.created = true;
         self.pending.push_back(created);
         self.watchers.insert(id, watcher);
+        self.shared.metrics.watchers.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Delivers the oldest commit that a watcher is due, or cancels the watchers due a
@@ -316,6 +319,10 @@ impl Session {
 
     /// Gives back the places of `watchers` watchers that ended.
     fn release(&self, watchers: usize) {
+        self.shared
+            .metrics
+            .watchers
+            .fetch_sub(watchers as u64, Ordering::Relaxed);
         if let Some(u) = &self.user {
             self.shared.release_watches(u, false, watchers);
         }
@@ -340,6 +347,10 @@ impl Session {
 impl Drop for Session {
     /// The stream and its remaining watchers give their places back.
     fn drop(&mut self) {
+        let m = &self.shared.metrics;
+        m.streams.fetch_sub(1, Ordering::Relaxed);
+        m.watchers
+            .fetch_sub(self.watchers.len() as u64, Ordering::Relaxed);
         if let Some(u) = &self.user {
             self.shared.release_watches(u, true, self.watchers.len());
         }

@@ -5,7 +5,7 @@
 mod real;
 
 use real::{errors, find, ok};
-use resource::{Meta, ResId, Resource};
+use resource::Meta;
 use serde_json::json;
 
 const GRAPH: &str = r#"---
@@ -63,16 +63,7 @@ fn mgmt_names_load_and_params_round_trip_through_the_registry() {
 #[test]
 fn a_user_comes_after_the_groups_it_names() {
     let spec = ok(GRAPH);
-    let ids: Vec<ResId> = spec.resources.iter().map(|r| r.resource.id()).collect();
-    let vertices: Vec<(&ResId, &dyn Resource)> = ids
-        .iter()
-        .zip(&spec.resources)
-        .map(|(id, r)| (id, r.resource.as_ref()))
-        .collect();
-    let mut edges: Vec<String> = resource::auto_edges(&vertices)
-        .into_iter()
-        .map(|(from, to)| format!("{from} -> {to}"))
-        .collect();
+    let mut edges = real::edges(&spec);
     edges.sort();
     assert_eq!(
         edges,

@@ -5,7 +5,6 @@
 mod real;
 
 use real::{errors, ok};
-use resource::{ResId, Resource};
 use serde_json::json;
 
 #[test]
@@ -92,16 +91,7 @@ resources:
     device: /dev/vdb1
     type: ext4
 "#);
-    let ids: Vec<ResId> = spec.resources.iter().map(|r| r.resource.id()).collect();
-    let vertices: Vec<(&ResId, &dyn Resource)> = ids
-        .iter()
-        .zip(&spec.resources)
-        .map(|(id, r)| (id, r.resource.as_ref()))
-        .collect();
-    let mut edges: Vec<String> = resource::auto_edges(&vertices)
-        .into_iter()
-        .map(|(from, to)| format!("{from} -> {to}"))
-        .collect();
+    let mut edges = real::edges(&spec);
     edges.sort();
     assert_eq!(
         edges,

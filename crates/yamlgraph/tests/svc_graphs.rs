@@ -149,15 +149,6 @@ resources:
   - name: x
     state: running
 "#);
-    let ids: Vec<ResId> = spec.resources.iter().map(|r| r.resource.id()).collect();
-    let vertices: Vec<(&ResId, &dyn Resource)> = ids
-        .iter()
-        .zip(&spec.resources)
-        .map(|(id, r)| (id, r.resource.as_ref()))
-        .collect();
-    let edges: Vec<String> = resource::auto_edges(&vertices)
-        .into_iter()
-        .map(|(from, to)| format!("{from} -> {to}"))
-        .collect();
+    let edges = real::edges(&spec);
     assert_eq!(edges, ["file[unit] -> svc[x]"]);
 }
